@@ -1,0 +1,1 @@
+"""Benchmarks for the osmo storage engine (not part of the default test run)."""

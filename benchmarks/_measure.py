@@ -1,0 +1,251 @@
+"""Shared measuring helpers for the benchmark scripts.
+
+* ``run_measured``: run a command as a child process, wall-clock it, and
+  read its peak RSS from ``os.wait4`` (``ru_maxrss``, KiB on Linux; it is the
+  largest RSS of the child or of any descendant it waited for). A sampler
+  thread also polls ``/proc`` every 50 ms and records the peak of the *sum* of
+  RSS over the whole process tree (matters if a tool forks workers).
+* ``dir_size``: apparent size (sum of ``st_size`` of regular files) and disk
+  usage (sum of ``st_blocks * 512`` of all entries, like ``du``).
+* ``osmo_command``: how to start the osmo CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MB = 1_000_000  # all "MB" figures in the benchmarks are 10**6 bytes
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Measured:
+    cmd: list[str]
+    returncode: int
+    seconds: float
+    maxrss_bytes: int  # ru_maxrss from wait4
+    tree_peak_rss_bytes: int  # sampled sum over the process tree
+    stdout: str
+    stderr: str
+    extra: dict = field(default_factory=dict)
+
+    def check(self) -> "Measured":
+        if self.returncode != 0:
+            raise CommandFailed(self)
+        return self
+
+    def json_out(self) -> dict:
+        """The last line of stdout that parses as a JSON object (or the whole stdout)."""
+        text = self.stdout.strip()
+        try:
+            obj = json.loads(text)
+            if isinstance(obj, dict):
+                return obj
+        except ValueError:
+            pass
+        for line in reversed(text.splitlines()):
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    return obj
+        raise ValueError(f"no JSON object in output of {shlex.join(self.cmd)}:\n{self.stdout[-2000:]}")
+
+
+class CommandFailed(RuntimeError):
+    def __init__(self, m: Measured):
+        self.measured = m
+        super().__init__(
+            f"command failed (exit {m.returncode}): {shlex.join(m.cmd)}\n"
+            f"--- stdout (tail) ---\n{m.stdout[-3000:]}\n--- stderr (tail) ---\n{m.stderr[-3000:]}"
+        )
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def tree_rss(pid: int) -> int:
+    """Current RSS (bytes) summed over ``pid`` and all its descendants."""
+    total = 0
+    stack = [pid]
+    seen: set[int] = set()
+    while stack:
+        p = stack.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * _PAGE
+        except (OSError, IndexError, ValueError):
+            continue
+        stack.extend(_children(p))
+    return total
+
+
+class _Sampler(threading.Thread):
+    def __init__(self, pid: int, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self._stop_evt = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_evt.is_set():
+            self.peak = max(self.peak, tree_rss(self.pid))
+            self._stop_evt.wait(self.interval)
+
+    def stop(self) -> int:
+        self._stop_evt.set()
+        self.join()
+        return self.peak
+
+
+def run_measured(
+    cmd: list[str],
+    *,
+    env: dict | None = None,
+    cwd: str | os.PathLike | None = None,
+    log_dir: str | os.PathLike | None = None,
+    label: str = "cmd",
+    sync_first: bool = True,
+) -> Measured:
+    """Run ``cmd``; return wall seconds, peak RSS and its output.
+
+    stdout/stderr go to files (in ``log_dir`` if given) so that a chatty child
+    never blocks on a pipe and no reader thread competes for CPU.
+    """
+    if sync_first:
+        os.sync()  # do not let writeback of the previous step overlap this one
+    log_dir = Path(log_dir) if log_dir else None
+    if log_dir:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        out_path, err_path = log_dir / f"{label}.stdout", log_dir / f"{label}.stderr"
+    else:
+        import tempfile
+
+        tmp = Path(tempfile.mkdtemp(prefix="osmo-bench-log-"))
+        out_path, err_path = tmp / "stdout", tmp / "stderr"
+    with open(out_path, "wb") as fo, open(err_path, "wb") as fe:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
+        sampler = _Sampler(p.pid)
+        sampler.start()
+        _, status, ru = os.wait4(p.pid, 0)
+        seconds = time.perf_counter() - t0
+        peak_tree = sampler.stop()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    stdout = out_path.read_text(errors="replace")
+    stderr = err_path.read_text(errors="replace")
+    if not log_dir:
+        shutil.rmtree(out_path.parent, ignore_errors=True)
+    return Measured(
+        cmd=list(cmd),
+        returncode=p.returncode,
+        seconds=seconds,
+        maxrss_bytes=ru.ru_maxrss * 1024,
+        tree_peak_rss_bytes=max(peak_tree, 0),
+        stdout=stdout,
+        stderr=stderr,
+    )
+
+
+def dir_size(path: str | os.PathLike) -> dict:
+    """``{"apparent": sum st_size of regular files, "disk": sum st_blocks*512}``."""
+    apparent = 0
+    disk = 0
+    files = 0
+    path = str(path)
+    if not os.path.exists(path):
+        return {"apparent": 0, "disk": 0, "files": 0}
+    for dirpath, dirnames, filenames in os.walk(path):
+        try:
+            disk += os.lstat(dirpath).st_blocks * 512
+        except OSError:
+            pass
+        for f in filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except OSError:
+                continue
+            disk += st.st_blocks * 512
+            if os.path.isfile(os.path.join(dirpath, f)) and not os.path.islink(os.path.join(dirpath, f)):
+                apparent += st.st_size
+                files += 1
+    return {"apparent": apparent, "disk": disk, "files": files}
+
+
+def warm(path: str | os.PathLike) -> int:
+    """Read every file under ``path`` (like ``cat`` to /dev/null); return bytes read."""
+    buf = bytearray(8 << 20)
+    view = memoryview(buf)
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            if os.path.islink(p) or not os.path.isfile(p):
+                continue
+            with open(p, "rb", buffering=0) as fh:
+                while True:
+                    n = fh.readinto(view)
+                    if not n:
+                        break
+                    total += n
+    return total
+
+
+def osmo_command(override: str | None = None) -> list[str]:
+    """The argv prefix that starts the osmo CLI.
+
+    ``override`` (or env ``OSMO_BENCH_CMD``) wins. Otherwise the ``osmo`` console
+    script next to this interpreter, else this interpreter importing
+    ``osmo_store.cli.main:main``.
+    """
+    override = override or os.environ.get("OSMO_BENCH_CMD")
+    if override:
+        return shlex.split(override)
+    script = Path(sys.executable).with_name("osmo")
+    if script.exists():
+        return [str(script)]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from osmo_store.cli.main import main; sys.exit(main())",
+    ]
+
+
+def osmo_available(cmd: list[str] | None = None) -> tuple[bool, str]:
+    cmd = cmd or osmo_command()
+    try:
+        r = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, str(e)
+    if r.returncode != 0:
+        return False, (r.stderr or r.stdout)[-1000:]
+    return True, ""

@@ -1,0 +1,622 @@
+"""Side-by-side benchmark: osmo vs restic vs borg on the generated corpus.
+
+    python -m benchmarks.compare [--scale S] [--workdir DIR] [--json OUT]
+                                 [--tools osmo,restic,borg] [--rss-gib N]
+
+For each tool, in one run and in this order:
+
+1. create an empty repository / store;
+2. read the whole v1 corpus once (warm page cache), then back up v1 and
+   measure wall time (first upload MB/s = v1 bytes / seconds) and peak RSS;
+3. read v2 once, back up v2: wall time, and how much the repository
+   directory grew ("v2 stored bytes");
+4. restore v2 into an empty directory: wall time (download MB/s = v2 bytes /
+   seconds); then hash the restored tree and compare with v2 (path, size,
+   BLAKE3 of every file). Any difference is an error.
+
+Both versions are backed up from the same path (``WORKDIR/stage/data``; the
+corpus directories are renamed in and out) so restic and borg see the same
+paths in both snapshots. Every copy in v2 is a new file (new inode), so no tool
+can skip unchanged files by their metadata: all tools read and chunk all of v2.
+
+Sizes are *apparent* sizes: the sum of ``st_size`` of the regular files in the
+repository directory (same rule for all tools). Disk usage
+(``st_blocks * 512``, like ``du``) is in the JSON output too. Caches
+(restic's cache dir, borg's BORG_BASE_DIR, osmo's OSMO_CACHE_DIR) are not in
+the repository size; they are shown in their own row.
+
+MB = 10**6 bytes everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks import corpus
+from benchmarks._measure import (
+    MB,
+    CommandFailed,
+    Measured,
+    dir_size,
+    osmo_available,
+    osmo_command,
+    run_measured,
+    warm,
+)
+
+TARGETS = {
+    # metric key: (comparison, threshold, description)
+    "up1_mbps": (">=", 2.0, "first upload >= 2x restic"),
+    "v2_stored_mb": ("<=", 0.4, "v2 stored bytes <= 0.4x restic"),
+    "down_mbps": (">=", 2.0, "download >= 2x restic restore"),
+}
+RSS_TARGET_MB = 300.0
+
+
+# ---------------------------------------------------------------------------
+# tools
+# ---------------------------------------------------------------------------
+
+
+class Tool:
+    name = "?"
+
+    def __init__(self, work: Path):
+        self.work = work / self.name
+        self.repo = self.work / "repo"
+        self.logs = self.work / "logs"
+
+    # --- to override -----------------------------------------------------
+    def env(self) -> dict:
+        return dict(os.environ)
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def init(self) -> None:
+        raise NotImplementedError
+
+    def backup_cmd(self, label: str, src: Path) -> tuple[list[str], Path | None]:
+        raise NotImplementedError
+
+    def restore_cmd(self, label: str, target: Path) -> tuple[list[str], Path | None]:
+        raise NotImplementedError
+
+    def restored_root(self, target: Path, src: Path) -> Path:
+        return target
+
+    def cache_dirs(self) -> list[Path]:
+        return []
+
+    def after_backup(self, label: str, m: Measured) -> dict:
+        return {}
+
+    def after_restore(self, m: Measured) -> dict:
+        return {}
+
+    # --- common ----------------------------------------------------------
+    def prepare(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+
+    def run(self, cmd: list[str], label: str, cwd: Path | None = None) -> Measured:
+        return run_measured(cmd, env=self.env(), cwd=cwd, log_dir=self.logs, label=label).check()
+
+    def quick(self, cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, env=self.env(), cwd=cwd, capture_output=True, text=True)
+
+
+class Restic(Tool):
+    name = "restic"
+
+    def __init__(self, work: Path):
+        super().__init__(work)
+        self.compression_flag: list[str] = []
+        self.repo_version = "?"
+
+    def env(self) -> dict:
+        e = dict(os.environ)
+        e.update(
+            RESTIC_PASSWORD="bench",
+            RESTIC_REPOSITORY=str(self.repo),
+            RESTIC_CACHE_DIR=str(self.work / "cache"),
+        )
+        return e
+
+    def version(self) -> str:
+        return subprocess.run(["restic", "version"], capture_output=True, text=True).stdout.strip()
+
+    def init(self) -> None:
+        self.run(["restic", "init", "--repo", str(self.repo)], "init")
+        cfg = self.quick(["restic", "--repo", str(self.repo), "cat", "config"])
+        try:
+            self.repo_version = str(json.loads(cfg.stdout).get("version", "?"))
+        except ValueError:
+            self.repo_version = "?"
+        helptext = self.quick(["restic", "backup", "--help"]).stdout
+        # --compression exists from restic 0.14 on, and only for repo format v2
+        if "--compression" in helptext and self.repo_version not in ("1", "?"):
+            self.compression_flag = ["--compression", "off"]
+        else:
+            self.compression_flag = []
+
+    def backup_cmd(self, label, src):
+        return (
+            ["restic", "--repo", str(self.repo), "backup", "--host", "bench", "--tag", label,
+             *self.compression_flag, str(src)],
+            None,
+        )
+
+    def restore_cmd(self, label, target):
+        return (
+            ["restic", "--repo", str(self.repo), "restore", "latest", "--host", "bench",
+             "--tag", label, "--target", str(target)],
+            None,
+        )
+
+    def restored_root(self, target, src):
+        # restic keeps absolute paths: the tree lands under TARGET/<abs path>
+        return target / src.resolve().relative_to("/")
+
+    def cache_dirs(self):
+        return [self.work / "cache"]
+
+    def notes(self) -> str:
+        return f"repo format v{self.repo_version}, flags: {' '.join(self.compression_flag) or '(no --compression)'}"
+
+
+class Borg(Tool):
+    name = "borg"
+
+    def env(self) -> dict:
+        e = dict(os.environ)
+        e.update(
+            BORG_BASE_DIR=str(self.work / "base"),
+            BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes",
+            BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
+            BORG_PASSPHRASE="",
+        )
+        return e
+
+    def version(self) -> str:
+        return subprocess.run(["borg", "--version"], capture_output=True, text=True).stdout.strip()
+
+    def init(self) -> None:
+        (self.work / "base").mkdir(parents=True, exist_ok=True)
+        self.run(["borg", "init", "--encryption", "none", str(self.repo)], "init")
+
+    def backup_cmd(self, label, src):
+        return (["borg", "create", "--compression", "none", f"{self.repo}::{label}", "."], src)
+
+    def restore_cmd(self, label, target):
+        return (["borg", "extract", f"{self.repo}::{label}"], target)
+
+    def cache_dirs(self):
+        return [self.work / "base"]
+
+    def notes(self) -> str:
+        return "--encryption none, --compression none, default chunker"
+
+
+class Osmo(Tool):
+    name = "osmo"
+    dataset = "bench"
+
+    def __init__(self, work: Path, cmd: list[str]):
+        super().__init__(work)
+        self.cmd = cmd
+        self.repo = self.work / "store"
+        self.versions: dict[str, int] = {}
+        self.reports: dict[str, dict] = {}
+        self.init_note = ""
+
+    def env(self) -> dict:
+        e = dict(os.environ)
+        e["OSMO_CACHE_DIR"] = str(self.work / "osmo-cache")
+        return e
+
+    def version(self) -> str:
+        r = subprocess.run(self.cmd + ["--version"], capture_output=True, text=True, env=self.env())
+        return (r.stdout or r.stderr).strip().splitlines()[0] if r.returncode == 0 and (r.stdout or r.stderr).strip() else "osmo (version n/a)"
+
+    def base(self) -> list[str]:
+        return self.cmd + ["--store", str(self.repo)]
+
+    def init(self) -> None:
+        r = self.quick(self.base() + ["store", "init"])
+        if r.returncode != 0:
+            # the store is also created on first use; note it and go on
+            self.init_note = f"`store init` exited {r.returncode}: {(r.stderr or r.stdout).strip()[-300:]}"
+            print(f"  note: osmo {self.init_note}", file=sys.stderr)
+
+    def backup_cmd(self, label, src):
+        return (self.base() + ["dataset", "upload", self.dataset, str(src), "--json"], None)
+
+    def after_backup(self, label, m):
+        rep = m.json_out()
+        self.reports[label] = rep
+        if "version" in rep:
+            self.versions[label] = int(rep["version"])
+        return {"osmo_report": rep}
+
+    def restore_cmd(self, label, target):
+        ver = self.versions.get(label, int(label.lstrip("v")))
+        return (self.base() + ["dataset", "download", f"{self.dataset}:{ver}", str(target), "--json"], None)
+
+    def after_restore(self, m):
+        return {"osmo_report": m.json_out()}
+
+    def cache_dirs(self):
+        return [self.work / "osmo-cache"]
+
+    def notes(self) -> str:
+        return f"cmd: {' '.join(self.cmd)}" + (f"; {self.init_note}" if self.init_note else "")
+
+
+# ---------------------------------------------------------------------------
+# corpus
+# ---------------------------------------------------------------------------
+
+
+def ensure_corpus(work: Path, scale: float, seed1: int, seed2: int) -> tuple[dict, dict]:
+    cdir = work / "corpus"
+    stamp = cdir / "stamp.json"
+    want = {"scale": scale, "seed1": seed1, "seed2": seed2, "generator": 1}
+    if stamp.exists():
+        try:
+            st = json.loads(stamp.read_text())
+            if st.get("params") == want and (cdir / "v1").is_dir() and (cdir / "v2").is_dir():
+                print(f"reusing corpus in {cdir}")
+                return st["v1"], st["v2"]
+        except ValueError:
+            pass
+    shutil.rmtree(cdir, ignore_errors=True)
+    cdir.mkdir(parents=True)
+    print(f"generating corpus (scale {scale}) in {cdir} ...", flush=True)
+    s1 = corpus.make_v1(cdir / "v1", scale=scale, seed=seed1)
+    print(f"  v1: {s1['files']} files, {s1['bytes'] / MB:.1f} MB in {s1['seconds']:.1f} s", flush=True)
+    s2 = corpus.make_v2(cdir / "v1", cdir / "v2", seed=seed2)
+    print(
+        f"  v2: {s2['files']} files, {s2['bytes'] / MB:.1f} MB, {s2['edits']} edits in "
+        f"{s2['big_files_edited']} big files ({s2['edits_per_mib_of_edited_files']}/MiB), "
+        f"{s2['small_rewritten']} small rewritten, +{s2['small_added']}/-{s2['small_removed']} "
+        f"in {s2['seconds']:.1f} s",
+        flush=True,
+    )
+    stamp.write_text(json.dumps({"params": want, "v1": s1, "v2": s2}, indent=2))
+    return s1, s2
+
+
+@contextlib.contextmanager
+def staged(src: Path, stage: Path):
+    """Temporarily rename ``src`` to ``stage`` (same path for every backup)."""
+    stage.parent.mkdir(parents=True, exist_ok=True)
+    if stage.exists():
+        raise RuntimeError(f"{stage} already exists (left over from an aborted run?)")
+    os.rename(src, stage)
+    try:
+        yield stage
+    finally:
+        os.rename(stage, src)
+
+
+def compare_trees(expected: dict, root: Path) -> list[str]:
+    if not root.is_dir():
+        return [f"restored root {root} does not exist"]
+    got = corpus.tree_hashes(root)
+    problems = []
+    for rel in sorted(expected.keys() - got.keys()):
+        problems.append(f"missing: {rel}")
+    for rel in sorted(got.keys() - expected.keys()):
+        problems.append(f"unexpected: {rel}")
+    for rel in sorted(expected.keys() & got.keys()):
+        if expected[rel] != got[rel]:
+            problems.append(f"differs: {rel} expected {expected[rel]} got {got[rel]}")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# benchmark of one tool
+# ---------------------------------------------------------------------------
+
+
+def bench_tool(tool: Tool, work: Path, s1: dict, s2: dict, v2_hashes: dict) -> dict:
+    cdir = work / "corpus"
+    stage = work / "stage" / "data"
+    res: dict = {"tool": tool.name}
+    tool.prepare()
+    res["version"] = tool.version()
+    tool.init()
+    res["notes"] = tool.notes() if hasattr(tool, "notes") else ""
+    size0 = dir_size(tool.repo)
+
+    # first upload (v1)
+    with staged(cdir / "v1", stage) as src:
+        warm(src)
+        cmd, cwd = tool.backup_cmd("v1", src)
+        print(f"  {tool.name}: backup v1 ...", flush=True)
+        m = tool.run(cmd, "backup-v1", cwd)
+    res["up1_s"] = m.seconds
+    res["up1_mbps"] = s1["bytes"] / MB / m.seconds
+    res["up1_rss_mb"] = m.maxrss_bytes / MB
+    res["up1_tree_rss_mb"] = m.tree_peak_rss_bytes / MB
+    res["up1_extra"] = tool.after_backup("v1", m)
+    size1 = dir_size(tool.repo)
+    res["repo_v1_mb"] = (size1["apparent"] - size0["apparent"]) / MB
+    res["repo_v1_disk_mb"] = (size1["disk"] - size0["disk"]) / MB
+
+    # second upload (v2)
+    with staged(cdir / "v2", stage) as src:
+        warm(src)
+        cmd, cwd = tool.backup_cmd("v2", src)
+        print(f"  {tool.name}: backup v2 ...", flush=True)
+        m = tool.run(cmd, "backup-v2", cwd)
+    res["up2_s"] = m.seconds
+    res["up2_mbps"] = s2["bytes"] / MB / m.seconds
+    res["up2_rss_mb"] = m.maxrss_bytes / MB
+    res["up2_extra"] = tool.after_backup("v2", m)
+    size2 = dir_size(tool.repo)
+    res["v2_stored_mb"] = (size2["apparent"] - size1["apparent"]) / MB
+    res["v2_stored_disk_mb"] = (size2["disk"] - size1["disk"]) / MB
+    res["repo_total_mb"] = size2["apparent"] / MB
+    res["repo_total_disk_mb"] = size2["disk"] / MB
+    res["repo_files"] = size2["files"]
+
+    # download / restore of v2
+    target = tool.work / "restore"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir()
+    cmd, cwd = tool.restore_cmd("v2", target)
+    print(f"  {tool.name}: restore v2 ...", flush=True)
+    m = tool.run(cmd, "restore-v2", cwd)
+    res["down_s"] = m.seconds
+    res["down_mbps"] = s2["bytes"] / MB / m.seconds
+    res["down_rss_mb"] = m.maxrss_bytes / MB
+    res["down_extra"] = tool.after_restore(m)
+    root = tool.restored_root(target, stage)
+    problems = compare_trees(v2_hashes, root)
+    res["verified"] = not problems
+    res["verify_problems"] = problems[:50]
+    res["verify_problem_count"] = len(problems)
+    if problems:
+        print(f"\n!!! {tool.name}: RESTORE DOES NOT MATCH v2 ({len(problems)} problems):", file=sys.stderr)
+        for p in problems[:20]:
+            print(f"!!!   {p}", file=sys.stderr)
+    shutil.rmtree(target, ignore_errors=True)
+    res["cache_mb"] = sum(dir_size(d)["apparent"] for d in tool.cache_dirs()) / MB
+    return res
+
+
+# ---------------------------------------------------------------------------
+# table
+# ---------------------------------------------------------------------------
+
+ROWS = [
+    # key, label, format
+    ("up1_mbps", "first upload (v1) MB/s", "{:.1f}"),
+    ("up1_s", "first upload (v1) s", "{:.2f}"),
+    ("up1_rss_mb", "peak RSS upload v1, MB (wait4)", "{:.1f}"),
+    ("up1_tree_rss_mb", "peak RSS upload v1, MB (tree, sampled)", "{:.1f}"),
+    ("repo_v1_mb", "repo size after v1, MB", "{:.1f}"),
+    ("up2_s", "upload v2 s", "{:.2f}"),
+    ("up2_mbps", "upload v2 MB/s", "{:.1f}"),
+    ("v2_stored_mb", "v2 stored (repo growth), MB", "{:.2f}"),
+    ("v2_reported_mb", "v2 stored_bytes reported by osmo, MB", "{:.2f}"),
+    ("down_mbps", "download v2 MB/s", "{:.1f}"),
+    ("down_s", "download v2 s", "{:.2f}"),
+    ("down_rss_mb", "peak RSS download, MB (wait4)", "{:.1f}"),
+    ("cache_mb", "local cache/index size, MB", "{:.1f}"),
+    ("verified", "restore byte-exact", "{}"),
+]
+
+
+def _fmt(v, f) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    try:
+        return f.format(v)
+    except (ValueError, TypeError):
+        return str(v)
+
+
+def build_table(results: dict, rss: dict | None) -> tuple[list[str], list[list[str]], list[dict]]:
+    tools = list(results)
+    ratio_peers = [p for p in ("restic", "borg") if "osmo" in results and p in results]
+    header = ["metric", *tools, *[f"osmo/{p}" for p in ratio_peers], "target", "status"]
+    rows = []
+    verdicts = []
+    for key, label, f in ROWS:
+        vals = {t: results[t].get(key) for t in tools}
+        if all(v is None for v in vals.values()):
+            continue
+        row = [label, *(_fmt(vals[t], f) for t in tools)]
+        for p in ratio_peers:
+            a, b = vals.get("osmo"), vals.get(p)
+            if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and b:
+                row.append(f"{a / b:.2f}x")
+            else:
+                row.append("-")
+        tgt, status = "", ""
+        if key in TARGETS:
+            op, thr, desc = TARGETS[key]
+            tgt = f"osmo/restic {op} {thr}"
+            a, b = vals.get("osmo"), vals.get("restic")
+            if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+                ratio = a / b
+                ok = ratio >= thr if op == ">=" else ratio <= thr
+                status = "PASS" if ok else "MISS"
+                verdicts.append({"target": desc, "ratio": ratio, "status": status})
+            else:
+                status = "n/a"
+                verdicts.append({"target": desc, "ratio": None, "status": "n/a"})
+        row += [tgt, status]
+        rows.append(row)
+    if rss is not None:
+        n = len(tools) + len(ratio_peers)
+        cells = ["-"] * n
+        if "osmo" in tools:
+            cells[tools.index("osmo")] = f"{rss['peak_rss_mb']:.1f}"
+        ok = rss["peak_rss_mb"] <= RSS_TARGET_MB
+        rows.append(
+            [f"peak RSS uploading {rss['gib']:g} GiB, MB", *cells, f"<= {RSS_TARGET_MB:.0f} MB",
+             "PASS" if ok else "MISS"]
+        )
+        rows.append(
+            [f"upload {rss['gib']:g} GiB MB/s", *(
+                [f"{rss['mbps']:.1f}" if t == "osmo" else "-" for t in tools]
+                + ["-"] * len(ratio_peers)), "", ""]
+        )
+        verdicts.append({"target": f"peak RSS <= {RSS_TARGET_MB:.0f} MB uploading {rss['gib']:g} GiB",
+                         "value": rss["peak_rss_mb"], "status": "PASS" if ok else "MISS"})
+    return header, rows, verdicts
+
+
+def render(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    def line(cells):
+        return "| " + " | ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *(line(r) for r in rows)])
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scale", type=float, default=1.0, help="corpus scale (1.0 = ~1 GB)")
+    ap.add_argument("--workdir", help="work directory (default: a new temp dir, removed at the end)")
+    ap.add_argument("--keep", action="store_true", help="keep repositories and corpus")
+    ap.add_argument("--json", dest="json_out", help="write all figures to this JSON file")
+    ap.add_argument("--tools", default="osmo,restic,borg")
+    ap.add_argument("--osmo-cmd", help="command that starts the osmo CLI (default: the osmo script)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of v1 (v2 uses seed+1)")
+    ap.add_argument("--rss-gib", type=float, default=0.0,
+                    help="also measure osmo's peak RSS uploading this many GiB (e.g. 4)")
+    args = ap.parse_args(argv)
+
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    for t in tools:
+        if t not in ("osmo", "restic", "borg"):
+            ap.error(f"unknown tool {t!r}")
+    osmo_cmd = osmo_command(args.osmo_cmd)
+    for t in tools:
+        if t == "osmo":
+            ok, why = osmo_available(osmo_cmd)
+            if not ok:
+                print(f"osmo CLI not usable ({' '.join(osmo_cmd)} --help): {why}", file=sys.stderr)
+                return 2
+        elif shutil.which(t) is None:
+            print(f"{t} not found on PATH (run benchmarks/install-peers.sh)", file=sys.stderr)
+            return 2
+
+    own_work = args.workdir is None
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="osmo-bench-", dir="/tmp")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"workdir: {work}")
+    t_start = time.time()
+    s1, s2 = ensure_corpus(work, args.scale, args.seed, args.seed + 1)
+    print("hashing v2 for verification ...", flush=True)
+    v2_hashes = corpus.tree_hashes(work / "corpus" / "v2")
+
+    results: dict[str, dict] = {}
+    failures: list[str] = []
+    for name in tools:
+        tool: Tool = {"osmo": lambda: Osmo(work, osmo_cmd), "restic": lambda: Restic(work),
+                      "borg": lambda: Borg(work)}[name]()
+        print(f"[{name}]", flush=True)
+        try:
+            res = bench_tool(tool, work, s1, s2, v2_hashes)
+        except CommandFailed as e:
+            print(f"\n!!! {name} FAILED: {e}", file=sys.stderr)
+            failures.append(f"{name}: {str(e).splitlines()[0]}")
+            results[name] = {"tool": name, "error": str(e)}
+            continue
+        finally:
+            if not args.keep:
+                shutil.rmtree(tool.repo, ignore_errors=True)
+        if name == "osmo":
+            rep = res.get("up2_extra", {}).get("osmo_report", {})
+            if "stored_bytes" in rep:
+                res["v2_reported_mb"] = rep["stored_bytes"] / MB
+        if not res["verified"]:
+            failures.append(f"{name}: restore does not match v2 ({res['verify_problem_count']} problems)")
+        results[name] = res
+
+    rss = None
+    if args.rss_gib > 0 and "osmo" in tools:
+        from benchmarks.rss_upload import measure_rss_upload
+
+        print(f"[osmo] peak RSS while uploading {args.rss_gib:g} GiB ...", flush=True)
+        try:
+            rss = measure_rss_upload(args.rss_gib, work / "rss", osmo_cmd)
+        except CommandFailed as e:
+            print(f"\n!!! rss_upload FAILED: {e}", file=sys.stderr)
+            failures.append(f"rss_upload: {str(e).splitlines()[0]}")
+
+    ok_results = {k: v for k, v in results.items() if "error" not in v}
+    header, rows, verdicts = build_table(ok_results, rss)
+    print()
+    print(f"osmo storage benchmark, {time.strftime('%Y-%m-%d %H:%M:%S')}, "
+          f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}")
+    print(f"corpus v1: {s1['files']} files, {s1['bytes'] / MB:.1f} MB (scale {args.scale}); "
+          f"v2: {s2['files']} files, {s2['bytes'] / MB:.1f} MB, {s2['edits']} edits "
+          f"({s2['edit_changed_bytes'] / MB:.2f} MB changed) in {s2['big_files_edited']} of "
+          f"{s1['big_files']} big files ({s2['edits_per_mib_of_edited_files']} edits/MiB), "
+          f"{s2['small_rewritten']} small files rewritten, +{s2['small_added']}/-{s2['small_removed']}")
+    for name, r in results.items():
+        if "error" in r:
+            print(f"  {name}: FAILED")
+        else:
+            print(f"  {name}: {r['version']} ({r['notes']})")
+    print("sizes: apparent (sum of st_size of regular files in the repository dir); MB = 10^6 bytes")
+    print()
+    if rows:
+        print(render(header, rows))
+    print()
+    if failures:
+        print("FAILURES:")
+        for f in failures:
+            print(f"  - {f}")
+
+    if args.json_out:
+        out = {
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "scale": args.scale,
+            "corpus": {"v1": s1, "v2": s2},
+            "results": results,
+            "rss_upload": rss,
+            "targets": verdicts,
+            "failures": failures,
+            "wall_seconds": round(time.time() - t_start, 1),
+        }
+        Path(args.json_out).write_text(json.dumps(out, indent=2, default=str))
+        print(f"wrote {args.json_out}")
+
+    if own_work and not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    elif not args.keep:
+        for name in results:
+            shutil.rmtree(work / name, ignore_errors=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

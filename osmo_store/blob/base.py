@@ -1,0 +1,85 @@
+"""The blob store interface and its written guarantees.
+
+A blob store maps keys (``/``-separated relative paths of printable characters) to immutable-looking
+byte strings. Every backend must honour these guarantees, which ``conformance.BlobStoreConformance``
+checks:
+
+* ``get`` / ``get_range`` return exactly the bytes of one complete ``put`` or ``create``: never a
+  partial object. A missing key raises ``NotFoundError``; ``get_range`` past the end returns the bytes
+  that exist (possibly empty).
+* ``put`` is atomic: readers see the old object or the new one, never a mix. After ``put`` returns the
+  object is durable (survives a crash of this process and, for local disks, of the machine).
+* ``create`` is an atomic exclusive create: of any number of concurrent ``create`` calls on one key
+  exactly one succeeds; the others raise ``AlreadyExistsError`` and change nothing. Backends that
+  cannot promise this set ``supports_exclusive_create = False``.
+* ``list(prefix)`` yields every key that starts with ``prefix`` and was completely written before the
+  call began, in lexicographic order; never a temporary or partial object.
+* ``delete`` removes a key; deleting a missing key is not an error.
+* ``size`` returns an object's length or raises ``NotFoundError``.
+* Read-after-write: a successful ``put``/``create`` is visible to every later call.
+* Failures of the medium raise ``BackendError`` naming the backend and key.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+
+from osmo_store.errors import UsageError
+
+
+def check_key(key: str) -> str:
+    """Reject keys that are empty, absolute, contain empty/``.``/``..`` parts or control characters."""
+    if not key or key.startswith("/") or key.endswith("/"):
+        raise UsageError(f"invalid blob key {key!r}")
+    for part in key.split("/"):
+        if part in ("", ".", "..") or any(ord(c) < 32 for c in part):
+            raise UsageError(f"invalid blob key {key!r}")
+    return key
+
+
+class BlobStore(abc.ABC):
+    """A flat namespace of byte objects; see the module docstring for the guarantees."""
+
+    supports_exclusive_create: bool = True
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """Where the store lives, without credentials (used in messages)."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def get_range(self, key: str, offset: int, length: int) -> bytes: ...
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def create(self, key: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]: ...
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def size(self, key: str) -> int: ...
+
+    def exists(self, key: str) -> bool:
+        from osmo_store.errors import NotFoundError
+
+        try:
+            self.size(key)
+        except NotFoundError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Release connections; the default has nothing to release."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"

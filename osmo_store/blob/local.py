@@ -1,0 +1,156 @@
+"""A blob store in a local folder.
+
+``put`` writes a temporary file in the target's folder, fsyncs it, renames it over the target and
+fsyncs the folder. ``create`` writes and fsyncs a temporary file, then ``link``s it to the target:
+``link`` fails atomically if the target exists, so exclusive creates are race-free between processes.
+Temporary files are named ``.tmp-*`` and never listed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from collections.abc import Iterator
+
+from osmo_store.blob.base import BlobStore, check_key
+from osmo_store.errors import AlreadyExistsError, BackendError, NotFoundError
+
+TMP_PREFIX = ".tmp-"
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+
+    @property
+    def url(self) -> str:
+        return self.root
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *check_key(key).split("/"))
+
+    def _fail(self, exc: OSError, key: str, action: str) -> BackendError:
+        if exc.errno == errno.ENOSPC:
+            reason = "disk full"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            reason = "permission denied"
+        else:
+            reason = exc.strerror or str(exc)
+        return BackendError(f"{self.url}: cannot {action} {key}: {reason}")
+
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.url}: no object {key}") from None
+        except OSError as exc:
+            raise self._fail(exc, key, "read") from None
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                f.seek(offset)
+                return f.read(length)
+        except FileNotFoundError:
+            raise NotFoundError(f"{self.url}: no object {key}") from None
+        except OSError as exc:
+            raise self._fail(exc, key, "read") from None
+
+    def _write_temp(self, path: str, data: bytes) -> str:
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(tmp)
+            raise
+        os.close(fd)
+        return tmp
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            tmp = self._write_temp(path, data)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
+            _fsync_dir(os.path.dirname(path))
+        except OSError as exc:
+            raise self._fail(exc, key, "write") from None
+
+    def create(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            tmp = self._write_temp(path, data)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise AlreadyExistsError(f"{self.url}: object {key} already exists") from None
+            finally:
+                _unlink_quietly(tmp)
+            _fsync_dir(os.path.dirname(path))
+        except OSError as exc:
+            raise self._fail(exc, key, "create") from None
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        folder, _, stem = prefix.rpartition("/")
+        base = os.path.join(self.root, *folder.split("/")) if folder else self.root
+        yield from self._walk(base, folder, stem)
+
+    def _walk(self, path: str, key_prefix: str, stem: str) -> Iterator[str]:
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise self._fail(exc, key_prefix or ".", "list") from None
+        for entry in entries:
+            if not entry.name.startswith(stem) or entry.name.startswith(TMP_PREFIX):
+                continue
+            key = f"{key_prefix}/{entry.name}" if key_prefix else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(entry.path, key, "")
+            else:
+                yield key
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._fail(exc, key, "delete") from None
+
+    def size(self, key: str) -> int:
+        try:
+            return os.stat(self._path(key)).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(f"{self.url}: no object {key}") from None
+        except OSError as exc:
+            raise self._fail(exc, key, "stat") from None
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,229 @@
+"""The chunk store: writes chunks into packs with deduplication, and reads them back verified.
+
+Writing: ``PackWriter`` takes chunks from many threads, drops those already stored (in the index or
+earlier in this session), compresses the rest where that saves space, and seals a pack when it
+reaches the target size. A pack is recorded in the index only after the blob store has it durably,
+so the index never points at a pack that is not there, and an interrupted upload's packs are reused
+by the next one. Manifest nodes are small immutable objects under ``trees/``.
+
+Reading: every chunk is decompressed and checked against its BLAKE3 id; neighbouring chunks of one
+pack are fetched with one range read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import zstandard
+
+from osmo_store import hashing
+from osmo_store.blob import BlobStore
+from osmo_store.config import StoreConfig
+from osmo_store.errors import IntegrityError, NotFoundError
+from osmo_store.index import ChunkLocation, LocalIndex
+from osmo_store.packs import (
+    COMPRESSION_NONE, COMPRESSION_ZSTD, FooterTooShort, PackBuilder, PackEntry,
+    pack_id_from_key, pack_key, parse_pack, parse_tail,
+)
+
+TREE_PREFIX = "trees/"
+MAX_COALESCE = 16 * 1024 * 1024
+TAIL_GUESS = 64 * 1024
+
+
+def tree_key(node_id: bytes) -> str:
+    h = node_id.hex()
+    return f"{TREE_PREFIX}{h[:2]}/{h}"
+
+
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "zd", None)
+    if d is None:
+        d = _local.zd = zstandard.ZstdDecompressor()
+    return d
+
+
+def decode_chunk(chunk_id: bytes, stored: bytes, raw_length: int, compression: int, where: str) -> bytes:
+    """Turn stored bytes back into the chunk, verifying length and hash."""
+    if compression == COMPRESSION_ZSTD:
+        try:
+            raw = _decompressor().decompress(stored, max_output_size=raw_length)
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} in {where}: cannot decompress ({exc})") from None
+    else:
+        raw = bytes(stored)
+    if len(raw) != raw_length or hashing.digest(raw) != chunk_id:
+        raise IntegrityError(f"chunk {chunk_id.hex()[:16]} in {where}: content does not match its id")
+    return raw
+
+
+@dataclass
+class WriteStats:
+    chunks_new: int = 0
+    chunks_dedup: int = 0
+    raw_bytes_new: int = 0
+    packs_written: int = 0
+    bytes_written: int = 0  # packs + manifest nodes, as stored
+
+
+class ChunkStore:
+    def __init__(self, blob: BlobStore, index: LocalIndex, config: StoreConfig) -> None:
+        self.blob = blob
+        self.index = index
+        self.config = config
+
+    # reading ----------------------------------------------------------------------------------
+
+    def locate(self, chunk_id: bytes) -> ChunkLocation:
+        loc = self.index.chunk_location(chunk_id)
+        if loc is None:
+            raise NotFoundError(f"chunk {chunk_id.hex()[:16]} is not in the store (run 'osmo store verify')")
+        return loc
+
+    def read_chunks(self, chunk_ids: Iterable[bytes]) -> Iterator[bytes]:
+        """The chunks in order; adjacent chunks of one pack are fetched with one range read."""
+        run: list[tuple[bytes, ChunkLocation]] = []
+        for cid in chunk_ids:
+            loc = self.locate(cid)
+            if run:
+                first, last = run[0][1], run[-1][1]
+                contiguous = (loc.pack_id == last.pack_id and loc.offset == last.offset + last.stored_length
+                              and loc.offset + loc.stored_length - first.offset <= MAX_COALESCE)
+                if not contiguous:
+                    yield from self._read_run(run)
+                    run = []
+            run.append((cid, loc))
+        if run:
+            yield from self._read_run(run)
+
+    def _read_run(self, run: list[tuple[bytes, ChunkLocation]]) -> Iterator[bytes]:
+        first, last = run[0][1], run[-1][1]
+        key = pack_key(first.pack_id)
+        length = last.offset + last.stored_length - first.offset
+        data = self.blob.get_range(key, first.offset, length)
+        if len(data) != length:
+            raise IntegrityError(f"pack {key} is shorter than the index says")
+        view = memoryview(data)
+        for cid, loc in run:
+            start = loc.offset - first.offset
+            stored = view[start : start + loc.stored_length]
+            yield decode_chunk(cid, stored, loc.raw_length, loc.compression, key)
+
+    # manifest nodes ---------------------------------------------------------------------------
+
+    def put_tree(self, node_id: bytes, data: bytes) -> int:
+        """Store a manifest node unless known; returns the bytes written (0 if it existed)."""
+        if self.index.has_tree(node_id):
+            return 0
+        key = tree_key(node_id)
+        self.blob.put(key, data)
+        self.index.add_tree(node_id, len(data))
+        return len(data)
+
+    def get_tree(self, node_id: bytes) -> bytes:
+        return self.blob.get(tree_key(node_id))
+
+    # packs ------------------------------------------------------------------------------------
+
+    def read_pack_index(self, key: str) -> tuple[bytes, int, list[PackEntry]]:
+        """Read a pack's footer with range reads: ``(pack_id, size, entries)``."""
+        pack_id = pack_id_from_key(key)
+        size = self.blob.size(key)
+        want = min(size, TAIL_GUESS)
+        tail = self.blob.get_range(key, size - want, want)
+        try:
+            entries = parse_tail(tail, size, key)
+        except FooterTooShort as short:
+            tail = self.blob.get_range(key, size - short.needed, short.needed)
+            entries = parse_tail(tail, size, key)
+        return pack_id, size, entries
+
+    def verify_pack(self, key: str) -> int:
+        """Read a whole pack: its name, footer and every chunk. Returns the number of chunks."""
+        data = self.blob.get(key)
+        pack_id = pack_id_from_key(key)
+        if hashing.digest(data) != pack_id:
+            raise IntegrityError(f"pack {key}: content does not match its name")
+        entries = parse_pack(data, key)
+        view = memoryview(data)
+        for e in entries:
+            decode_chunk(e.chunk_id, view[e.offset : e.offset + e.stored_length], e.raw_length, e.compression, key)
+        return len(entries)
+
+    def writer(self) -> "PackWriter":
+        return PackWriter(self)
+
+
+class PackWriter:
+    """A thread-safe upload session: ``add`` chunks, then ``flush`` before committing a version."""
+
+    def __init__(self, store: ChunkStore) -> None:
+        self.store = store
+        self.stats = WriteStats()
+        self._lock = threading.Lock()
+        self._pending: set[bytes] = set()  # chunks accepted in this session but not yet indexed
+        self._builder = PackBuilder()
+        self._target = store.config.pack_target_size
+        self._compress = store.config.compression == "zstd"
+        self._level = store.config.compression_level
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        c = getattr(_local, "zc", None)
+        if c is None or getattr(_local, "zc_level", None) != self._level:
+            c = _local.zc = zstandard.ZstdCompressor(level=self._level)
+            _local.zc_level = self._level
+        return c
+
+    def add(self, chunk_id: bytes, data: bytes | memoryview) -> bool:
+        """Store a chunk unless it is already stored; returns True if it was new."""
+        if self.store.index.has_chunk(chunk_id):
+            with self._lock:
+                self.stats.chunks_dedup += 1
+            return False
+        with self._lock:
+            if chunk_id in self._pending:
+                self.stats.chunks_dedup += 1
+                return False
+            self._pending.add(chunk_id)
+        stored, compression = bytes(data), COMPRESSION_NONE
+        if self._compress:
+            packed = self._compressor().compress(stored)
+            if len(packed) < len(stored):
+                stored, compression = packed, COMPRESSION_ZSTD
+        sealed = None
+        with self._lock:
+            self._builder.add(chunk_id, stored, len(data), compression)
+            self.stats.chunks_new += 1
+            self.stats.raw_bytes_new += len(data)
+            if self._builder.size >= self._target:
+                sealed, self._builder = self._builder, PackBuilder()
+        if sealed is not None:
+            self._write(sealed)
+        return True
+
+    def _write(self, builder: PackBuilder) -> None:
+        entries = list(builder.entries)
+        pack_id, data = builder.seal()
+        self.store.blob.put(pack_key(pack_id), data)
+        self.store.index.add_pack(pack_id, len(data), entries)
+        with self._lock:
+            self.stats.packs_written += 1
+            self.stats.bytes_written += len(data)
+            self._pending.difference_update(e.chunk_id for e in entries)
+
+    def flush(self) -> None:
+        """Write the partly filled pack; afterwards every added chunk is durable and indexed."""
+        with self._lock:
+            sealed, self._builder = self._builder, PackBuilder()
+        if len(sealed):
+            self._write(sealed)
+
+    def put_tree(self, node_id: bytes, data: bytes) -> None:
+        written = self.store.put_tree(node_id, data)
+        with self._lock:
+            self.stats.bytes_written += written

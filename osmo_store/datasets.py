@@ -1,0 +1,208 @@
+"""Datasets over the event log: the commit protocol for versions, tags, labels and metadata.
+
+Every change to a dataset is an immutable event object ``log/<seq>`` (12 decimal digits) created
+with an atomic exclusive create. A writer first reads the log to its end (``sync``), builds its event
+against that state (e.g. the next version number), and creates ``log/<last+1>``. If another writer
+took that number, the create fails, the writer reads the new event(s) and tries again. Sequence
+numbers are therefore dense and totally ordered, two writers never get the same version number, and
+nothing is ever overwritten. The local catalog is the fold of the log (``catalog.py``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from osmo_store.blob import BlobStore
+from osmo_store.catalog import Catalog
+from osmo_store.errors import AlreadyExistsError, IntegrityError, NotFoundError, UsageError
+from osmo_store.ids import LATEST, Ref, check_name, check_tag
+
+LOG_PREFIX = "log/"
+MAX_ATTEMPTS = 1000
+SYNC_BATCH = 1000
+
+
+def log_key(seq: int) -> str:
+    return f"{LOG_PREFIX}{seq:012d}"
+
+
+def encode_event(event: dict) -> bytes:
+    return msgpack.packb(event, use_bin_type=True)
+
+
+def decode_event(seq: int, data: bytes) -> dict:
+    try:
+        event = msgpack.unpackb(data, raw=False)
+    except Exception as exc:
+        raise IntegrityError(f"event {log_key(seq)} is not valid msgpack ({exc})") from None
+    if not isinstance(event, dict) or not isinstance(event.get("op"), str) or "dataset" not in event:
+        raise IntegrityError(f"event {log_key(seq)} is malformed")
+    return event
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+class DatasetLog:
+    """Reads and appends the event log, keeping the catalog in step."""
+
+    def __init__(self, blob: BlobStore, catalog: Catalog, clock: Callable[[], float] = time.time) -> None:
+        self.blob = blob
+        self.catalog = catalog
+        self.clock = clock
+
+    def sync(self) -> int:
+        """Fold every event after the catalog's last one; returns the last sequence number."""
+        last = self.catalog.last_seq()
+        while True:
+            batch = []
+            seq = last + 1
+            while len(batch) < SYNC_BATCH:
+                try:
+                    data = self.blob.get(log_key(seq))
+                except NotFoundError:
+                    break
+                batch.append((seq, decode_event(seq, data)))
+                seq += 1
+            if not batch:
+                return last
+            last = self.catalog.apply_events(batch)
+
+    def append(self, build: Callable[[], dict]) -> tuple[int, dict]:
+        """Sync, build an event from the fresh state, and create it exclusively; retry on a race."""
+        for _ in range(MAX_ATTEMPTS):
+            last = self.sync()
+            event = build()
+            event.setdefault("time", self.clock())
+            event.setdefault("user", current_user())
+            try:
+                self.blob.create(log_key(last + 1), encode_event(event))
+            except AlreadyExistsError:
+                continue
+            self.catalog.apply_events([(last + 1, event)])
+            return last + 1, event
+        raise AlreadyExistsError("could not commit after many attempts: too many concurrent writers")
+
+    # resolution -------------------------------------------------------------------------------
+
+    def dataset_id(self, name: str) -> str:
+        dsid = self.catalog.dataset_id(check_name(name))
+        if dsid is None:
+            raise NotFoundError(f"dataset {name!r} does not exist")
+        return dsid
+
+    def resolve(self, ref: Ref) -> tuple[str, dict]:
+        """The dataset id and live version record a reference points to."""
+        dsid = self.dataset_id(ref.name)
+        if ref.version is not None:
+            rec = self.catalog.version(dsid, ref.version)
+            if rec is None:
+                raise NotFoundError(f"{ref}: dataset {ref.name!r} has no version {ref.version}")
+            if rec["deleted"]:
+                raise NotFoundError(f"{ref}: version {ref.version} of {ref.name!r} was deleted")
+            return dsid, rec
+        if ref.tag is None or ref.tag == LATEST:
+            live = self.catalog.versions(dsid, include_deleted=False)
+            if not live:
+                raise NotFoundError(f"{ref}: dataset {ref.name!r} has no live version")
+            return dsid, live[-1]
+        version = self.catalog.tags(dsid).get(ref.tag)
+        if version is None:
+            raise NotFoundError(f"{ref}: dataset {ref.name!r} has no tag {ref.tag!r}")
+        return dsid, self.catalog.version(dsid, version)
+
+    # changes ----------------------------------------------------------------------------------
+
+    def commit_version(self, name: str, fields: dict[str, Any], tags: list[str]) -> dict:
+        """Append a version event with the next number; returns the committed record."""
+        check_name(name)
+        for tag in tags:
+            check_tag(tag)
+            if tag == LATEST:
+                raise UsageError("the tag 'latest' is maintained automatically")
+
+        def build() -> dict:
+            dsid = self.catalog.dataset_id(name)
+            if dsid is None:
+                number, parent = 1, None
+            else:
+                ds = self.catalog.dataset(dsid)
+                number = ds["next_version"]
+                live = self.catalog.versions(dsid, include_deleted=False)
+                parent = live[-1]["version"] if live else None
+            return {"op": "version", "dataset": name, "version": number, "parent": parent,
+                    "tags": list(tags), **fields}
+
+        seq, event = self.append(build)
+        return self.catalog.version(self.dataset_id(name), event["version"])
+
+    def set_tag(self, ref: Ref, tag: str) -> int:
+        check_tag(tag)
+        if tag == LATEST:
+            raise UsageError("the tag 'latest' is maintained automatically")
+
+        def build() -> dict:
+            _, rec = self.resolve(ref)
+            return {"op": "tag", "dataset": ref.name, "tag": tag, "version": rec["version"]}
+
+        return self.append(build)[1]["version"]
+
+    def delete_tag(self, name: str, tag: str) -> None:
+        def build() -> dict:
+            if tag not in self.catalog.tags(self.dataset_id(name)):
+                raise NotFoundError(f"dataset {name!r} has no tag {tag!r}")
+            return {"op": "untag", "dataset": name, "tag": tag}
+
+        self.append(build)
+
+    def change_labels(self, name: str, set_: dict[str, str], unset: list[str]) -> dict:
+        self.append(lambda: (self.dataset_id(name), {"op": "label", "dataset": name, "set": set_,
+                                                     "unset": unset})[1])
+        return self.catalog.dataset(self.dataset_id(name))["labels"]
+
+    def change_metadata(self, ref: Ref, set_: dict[str, str], unset: list[str]) -> dict:
+        def build() -> dict:
+            _, rec = self.resolve(ref)
+            return {"op": "metadata", "dataset": ref.name, "version": rec["version"],
+                    "set": set_, "unset": unset}
+
+        event = self.append(build)[1]
+        return self.catalog.version(self.dataset_id(ref.name), event["version"])["metadata"]
+
+    def rename(self, old: str, new: str) -> None:
+        check_name(new)
+
+        def build() -> dict:
+            self.dataset_id(old)
+            if self.catalog.dataset_id(new) is not None:
+                raise AlreadyExistsError(f"dataset {new!r} already exists")
+            return {"op": "rename", "dataset": old, "new": new}
+
+        self.append(build)
+
+    def delete_version(self, ref: Ref) -> int:
+        def build() -> dict:
+            _, rec = self.resolve(ref)
+            return {"op": "delete", "dataset": ref.name, "version": rec["version"]}
+
+        return self.append(build)[1]["version"]
+
+    def delete_dataset(self, name: str) -> int:
+        count = 0
+
+        def build() -> dict:
+            nonlocal count
+            count = len(self.catalog.versions(self.dataset_id(name), include_deleted=False))
+            return {"op": "delete_dataset", "dataset": name}
+
+        self.append(build)
+        return count

@@ -1,0 +1,62 @@
+"""Typed errors of osmo_store, each carrying the process exit code the CLI uses for it.
+
+Every layer raises these (or translates a foreign error into one of these exactly once, at the
+boundary where it enters the library). The CLI prints ``str(error)`` as one line and exits with
+``error.exit_code``; the codes are documented in README.md.
+"""
+
+from __future__ import annotations
+
+
+class OsmoError(Exception):
+    """Base class: a one-line, user-facing message and an exit code."""
+
+    exit_code = 1
+
+
+class UsageError(OsmoError):
+    """Bad input from the user: a malformed name, reference, option or path."""
+
+    exit_code = 2
+
+
+class NotFoundError(OsmoError):
+    """A dataset, version, tag, object or file that does not exist."""
+
+    exit_code = 3
+
+
+class AlreadyExistsError(OsmoError):
+    """An exclusive create lost: the object, name or store already exists."""
+
+    exit_code = 4
+
+
+class IntegrityError(OsmoError):
+    """Stored data does not match its hash, or a structure is malformed (corruption, tampering)."""
+
+    exit_code = 5
+
+
+class UnsafePathError(OsmoError):
+    """A manifest path that would land outside the destination folder."""
+
+    exit_code = 6
+
+
+class FormatVersionError(OsmoError):
+    """The store uses a format version (or a feature) this program does not understand."""
+
+    exit_code = 7
+
+
+class BackendError(OsmoError):
+    """The blob store failed (I/O error, full disk, permission denied, unreachable server)."""
+
+    exit_code = 8
+
+
+class Interrupted(OsmoError):
+    """The user interrupted the operation (Ctrl-C); nothing partial became visible."""
+
+    exit_code = 130

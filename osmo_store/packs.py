@@ -1,0 +1,147 @@
+"""Pack objects: many chunks in one blob, with a self-describing footer index.
+
+Layout (docs/FORMAT.md has the byte-level description)::
+
+    "OSMOPK01"                      8-byte header (magic + format)
+    chunk bytes ...                 stored (possibly zstd-compressed) chunk bodies, back to back
+    footer                          canonical msgpack array of entries
+                                    [chunk id (bin 32), offset, stored length, raw length, compression]
+    trailer (44 bytes)              footer length (uint32 LE) | BLAKE3 of footer (32) | "OSMOPEND"
+
+A pack is named by the BLAKE3 of all its bytes, so its index can always be rebuilt from the packs.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import msgpack
+
+from osmo_store import hashing
+from osmo_store.errors import IntegrityError
+
+HEADER = b"OSMOPK01"
+END_MAGIC = b"OSMOPEND"
+TRAILER_SIZE = 4 + 32 + len(END_MAGIC)
+COMPRESSION_NONE = 0
+COMPRESSION_ZSTD = 1
+PACK_PREFIX = "packs/"
+
+
+def pack_key(pack_id: bytes) -> str:
+    h = pack_id.hex()
+    return f"{PACK_PREFIX}{h[:2]}/{h}"
+
+
+def pack_id_from_key(key: str) -> bytes:
+    name = key.rsplit("/", 1)[-1]
+    try:
+        pack_id = bytes.fromhex(name)
+    except ValueError:
+        raise IntegrityError(f"unexpected object {key} among packs") from None
+    if len(pack_id) != 32 or pack_key(pack_id) != key:
+        raise IntegrityError(f"unexpected object {key} among packs")
+    return pack_id
+
+
+@dataclass(frozen=True)
+class PackEntry:
+    """Where one chunk lives inside a pack."""
+
+    chunk_id: bytes
+    offset: int
+    stored_length: int
+    raw_length: int
+    compression: int
+
+    def encode(self) -> list:
+        return [self.chunk_id, self.offset, self.stored_length, self.raw_length, self.compression]
+
+
+class PackBuilder:
+    """Accumulates chunk bodies and seals them into one pack object."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray(HEADER)
+        self.entries: list[PackEntry] = []
+
+    @property
+    def size(self) -> int:
+        return len(self._buf)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, chunk_id: bytes, stored: bytes, raw_length: int, compression: int) -> PackEntry:
+        entry = PackEntry(chunk_id, len(self._buf), len(stored), raw_length, compression)
+        self._buf += stored
+        self.entries.append(entry)
+        return entry
+
+    def seal(self) -> tuple[bytes, bytes]:
+        """Return ``(pack_id, pack_bytes)``; the builder must not be used afterwards."""
+        footer = msgpack.packb([e.encode() for e in self.entries], use_bin_type=True)
+        self._buf += footer
+        self._buf += struct.pack("<I", len(footer)) + hashing.digest(footer) + END_MAGIC
+        data = bytes(self._buf)
+        self._buf = bytearray()
+        return hashing.digest(data), data
+
+
+def parse_tail(tail: bytes, pack_size: int, where: str) -> list[PackEntry]:
+    """Parse the footer from the last ``len(tail)`` bytes of a pack of ``pack_size`` bytes.
+
+    Raises IntegrityError if the trailer, footer checksum or any entry is malformed. If ``tail`` is
+    too short to hold the footer, raises ``FooterTooShort`` carrying the size needed.
+    """
+    if len(tail) < TRAILER_SIZE or tail[-len(END_MAGIC):] != END_MAGIC:
+        raise IntegrityError(f"{where}: not a pack (bad trailer)")
+    trailer = tail[-TRAILER_SIZE:]
+    (footer_len,) = struct.unpack("<I", trailer[:4])
+    footer_digest = trailer[4:36]
+    data_end = pack_size - TRAILER_SIZE - footer_len
+    if data_end < len(HEADER):
+        raise IntegrityError(f"{where}: footer length {footer_len} exceeds the pack")
+    if footer_len + TRAILER_SIZE > len(tail):
+        raise FooterTooShort(footer_len + TRAILER_SIZE)
+    footer = tail[-TRAILER_SIZE - footer_len : -TRAILER_SIZE]
+    if hashing.digest(footer) != footer_digest:
+        raise IntegrityError(f"{where}: footer checksum mismatch")
+    try:
+        raw = msgpack.unpackb(footer, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise IntegrityError(f"{where}: footer is not valid msgpack ({exc})") from None
+    return _entries(raw, data_end, where)
+
+
+def _entries(raw: object, data_end: int, where: str) -> list[PackEntry]:
+    if not isinstance(raw, list):
+        raise IntegrityError(f"{where}: footer is not a list")
+    entries = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 5):
+            raise IntegrityError(f"{where}: malformed footer entry")
+        cid, off, stored, rawlen, comp = item
+        ints_ok = all(type(v) is int and v >= 0 for v in (off, stored, rawlen))
+        if not (isinstance(cid, bytes) and len(cid) == 32 and ints_ok):
+            raise IntegrityError(f"{where}: malformed footer entry")
+        if comp not in (COMPRESSION_NONE, COMPRESSION_ZSTD) or off < len(HEADER) or off + stored > data_end:
+            raise IntegrityError(f"{where}: footer entry out of range")
+        entries.append(PackEntry(cid, off, stored, rawlen, comp))
+    return entries
+
+
+def parse_pack(data: bytes, where: str) -> list[PackEntry]:
+    """Parse a whole pack held in memory (header, footer) without checking chunk bodies."""
+    if not data.startswith(HEADER):
+        raise IntegrityError(f"{where}: not a pack (bad header)")
+    return parse_tail(data, len(data), where)
+
+
+class FooterTooShort(Exception):
+    """Internal signal: read more of the pack's end (``needed`` bytes) and parse again."""
+
+    def __init__(self, needed: int) -> None:
+        super().__init__(needed)
+        self.needed = needed

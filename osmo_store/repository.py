@@ -1,0 +1,177 @@
+"""The repository facade: one object that opens a store and offers every operation the CLI needs.
+
+It resolves where things live (the store URL, the local index under the cache directory keyed by the
+store's id), creates the default store on first use, and wires the layers together. Callers above it
+(the CLI, the sidecar) never touch the layers directly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from osmo_store.blob import BlobStore, open_blob_store
+from osmo_store.catalog import Catalog
+from osmo_store.chunkstore import ChunkStore
+from osmo_store.config import CONFIG_KEY, StoreConfig
+from osmo_store.datasets import DatasetLog
+from osmo_store.errors import AlreadyExistsError, NotFoundError
+from osmo_store.ids import Ref, parse_ref
+from osmo_store.index import LocalIndex
+from osmo_store import maintenance
+from osmo_store.manifest import FileEntry, diff_trees, iter_entries, iter_nodes
+from osmo_store.transfer.download import DownloadResult, Downloader
+from osmo_store.transfer.progress import Progress
+from osmo_store.transfer.upload import UploadRequest, UploadResult, Uploader
+
+
+def default_store_url() -> str:
+    if os.environ.get("OSMO_STORE"):
+        return os.environ["OSMO_STORE"]
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "osmo", "store")
+
+
+def default_cache_dir() -> str:
+    if os.environ.get("OSMO_CACHE_DIR"):
+        return os.environ["OSMO_CACHE_DIR"]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "osmo")
+
+
+def init_store(blob: BlobStore, config: StoreConfig | None = None) -> StoreConfig:
+    """Write a new store's config exclusively; refuses if one exists."""
+    config = (config or StoreConfig()).validate()
+    try:
+        blob.create(CONFIG_KEY, config.encode())
+    except AlreadyExistsError:
+        raise AlreadyExistsError(f"{blob.url} already holds an osmo store") from None
+    return config
+
+
+class Repository:
+    def __init__(self, blob: BlobStore, config: StoreConfig, cache_dir: str | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.blob = blob
+        self.config = config
+        index_path = os.path.join(cache_dir or default_cache_dir(), "index", config.store_id)
+        self.index = LocalIndex(index_path)
+        self.catalog = Catalog(self.index)
+        self.log = DatasetLog(blob, self.catalog, clock)
+        self.chunks = ChunkStore(blob, self.index, config)
+
+    @classmethod
+    def open(cls, url: str | None = None, create: bool = False, cache_dir: str | None = None,
+             config: StoreConfig | None = None) -> "Repository":
+        """Open the store at ``url`` (default: the per-user store, created on first use)."""
+        if url is None:
+            url, create = default_store_url(), True
+        blob = open_blob_store(url)
+        try:
+            stored = StoreConfig.decode(blob.get(CONFIG_KEY))
+        except NotFoundError:
+            if not create:
+                raise NotFoundError(f"no osmo store at {blob.url} (create one with 'osmo store init')") from None
+            try:
+                stored = init_store(blob, config)
+            except AlreadyExistsError:
+                stored = StoreConfig.decode(blob.get(CONFIG_KEY))
+        repo = cls(blob, stored, cache_dir)
+        repo.log.sync()
+        return repo
+
+    def close(self) -> None:
+        self.index.close()
+        self.blob.close()
+
+    def __enter__(self) -> "Repository":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # datasets ---------------------------------------------------------------------------------
+
+    def upload(self, req: UploadRequest, progress: Progress | None = None,
+               workers: int | None = None) -> UploadResult:
+        uploader = Uploader(self.chunks, self.index, self.catalog, self.log, workers, progress)
+        return uploader.run(req)
+
+    def download(self, ref: str | Ref, dest: str, include: Sequence[str] = (), exclude: Sequence[str] = (),
+                 progress: Progress | None = None, workers: int | None = None) -> tuple[dict, DownloadResult]:
+        ref = parse_ref(ref) if isinstance(ref, str) else ref
+        _, rec = self.log.resolve(ref)
+        result = Downloader(self.chunks, workers, progress).run(
+            bytes.fromhex(rec["root"]), dest, include, exclude, label=f"{ref.name}:{rec['version']}")
+        return rec, result
+
+    def entries(self, ref: str | Ref) -> tuple[dict, list[FileEntry]]:
+        ref = parse_ref(ref) if isinstance(ref, str) else ref
+        _, rec = self.log.resolve(ref)
+        return rec, list(iter_entries(self.chunks.get_tree, bytes.fromhex(rec["root"])))
+
+    def tree_shape(self, ref: str | Ref) -> list[dict]:
+        ref = parse_ref(ref) if isinstance(ref, str) else ref
+        _, rec = self.log.resolve(ref)
+        return [{"id": nid.hex(), "level": level, "items": len(items)}
+                for nid, level, items in iter_nodes(self.chunks.get_tree, bytes.fromhex(rec["root"]))]
+
+    def diff(self, a: str, b: str) -> list[tuple[FileEntry | None, FileEntry | None]]:
+        _, ra = self.log.resolve(parse_ref(a))
+        _, rb = self.log.resolve(parse_ref(b))
+        return list(diff_trees(self.chunks.get_tree, bytes.fromhex(ra["root"]), bytes.fromhex(rb["root"])))
+
+    def describe(self, name: str) -> dict:
+        """A dataset with its versions (deleted ones included, marked) and tags."""
+        dsid = self.log.dataset_id(name)
+        ds = self.catalog.dataset(dsid)
+        tags = self.catalog.tags(dsid)
+        versions = []
+        for rec in self.catalog.versions(dsid):
+            versions.append({**rec, "status": "deleted" if rec["deleted"] else "ready",
+                             "tags": sorted(t for t, v in tags.items() if v == rec["version"])})
+        live = [v for v in versions if not v["deleted"]]
+        if live:
+            live[-1]["tags"] = sorted(live[-1]["tags"] + ["latest"])
+        return {"name": ds["name"], "created": ds["created"], "labels": ds["labels"],
+                "versions": versions, "tags": tags}
+
+    def list_datasets(self) -> list[dict]:
+        out = []
+        for dsid, ds in self.catalog.datasets():
+            live = self.catalog.versions(dsid, include_deleted=False)
+            latest = live[-1] if live else None
+            out.append({
+                "name": ds["name"], "versions": len(live),
+                "latest": latest["version"] if latest else None,
+                "logical_bytes": latest["logical_bytes"] if latest else 0,
+                "stored_bytes": sum(v["stored_bytes"] for v in live),
+                "updated": latest["created"] if latest else ds["created"],
+                "labels": ds["labels"],
+            })
+        return out
+
+    # store ------------------------------------------------------------------------------------
+
+    def verify(self, read_data: bool = False, on_pack: Callable[[], None] | None = None):
+        return maintenance.verify(self.chunks, self.catalog, self.log, read_data, on_pack)
+
+    def reindex(self, on_pack: Callable[[], None] | None = None) -> list[str]:
+        return maintenance.reindex(self.chunks, self.index, self.log, on_pack)
+
+    def stats(self) -> dict:
+        return maintenance.stats(self.chunks, self.catalog)
+
+    def pack_count(self) -> int:
+        return sum(1 for _ in self.blob.list("packs/"))
+
+
+def config_with(**overrides) -> StoreConfig:
+    """A default config with some fields replaced (used by ``osmo store init`` options and tests)."""
+    chunker_fields = {k: overrides.pop(k) for k in list(overrides) if k in ("min_size", "avg_size", "max_size")}
+    base = StoreConfig()
+    if chunker_fields:
+        base = replace(base, chunker=replace(base.chunker, **chunker_fields))
+    return replace(base, **overrides).validate()

@@ -1,0 +1,1 @@
+"""Moving files between local folders and the store: scanning, upload, download."""

@@ -1,0 +1,143 @@
+"""Download: a version's manifest -> verified files in a destination folder.
+
+Every chunk is checked against its id and every file against its BLAKE3 digest. Each file is written
+to a temporary name in its folder and renamed into place, so a file is either absent, old, or
+complete. Files already present with the right digest are skipped, which makes an interrupted
+download resumable. Manifest paths are validated (relative, no ``..``); folders are created one
+component at a time and a symbolic link on the way is refused, so nothing lands outside ``dest``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from osmo_store import hashing
+from osmo_store.chunkstore import ChunkStore
+from osmo_store.errors import IntegrityError, UnsafePathError, UsageError
+from osmo_store.manifest import FileEntry, check_path, iter_entries
+from osmo_store.transfer.filters import PathFilter
+from osmo_store.transfer.progress import Progress
+
+PART_PREFIX = ".osmo-part-"
+
+
+@dataclass
+class DownloadResult:
+    files: int
+    bytes: int
+    files_skipped: int
+    seconds: float
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Downloader:
+    def __init__(self, chunks: ChunkStore, workers: int | None = None, progress: Progress | None = None) -> None:
+        self.chunks = chunks
+        self.workers = workers or max(2, os.cpu_count() or 2)
+        self.progress = progress or Progress()
+
+    def run(self, root: bytes, dest: str, include: Sequence[str] = (), exclude: Sequence[str] = (),
+            label: str = "download") -> DownloadResult:
+        start = time.monotonic()
+        keep = PathFilter(include, exclude)
+        entries = [e for e in iter_entries(self.chunks.get_tree, root) if keep(e.path)]
+        for e in entries:
+            check_path(e.path)
+        try:
+            os.makedirs(dest, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{dest}: cannot create destination folder: {exc.strerror}") from None
+        base = os.path.realpath(dest)
+        skipped = 0
+        self.progress.start(label, len(entries), sum(e.size for e in entries))
+        try:
+            ex = ThreadPoolExecutor(self.workers, thread_name_prefix="osmo-download")
+            try:
+                pending: deque = deque()
+                for e in entries:
+                    pending.append((e, ex.submit(self._write, base, e)))
+                    while len(pending) >= 4 * self.workers:
+                        skipped += self._collect(pending.popleft())
+                while pending:
+                    skipped += self._collect(pending.popleft())
+            finally:
+                ex.shutdown(wait=True, cancel_futures=True)
+        finally:
+            self.progress.finish()
+        return DownloadResult(len(entries), sum(e.size for e in entries), skipped,
+                              round(time.monotonic() - start, 3))
+
+    def _collect(self, item) -> int:
+        entry, future = item
+        skipped = future.result()
+        self.progress.advance(1, entry.size)
+        return skipped
+
+    def _write(self, base: str, entry: FileEntry) -> int:
+        parts = entry.path.split("/")
+        folder = _ensure_folders(base, parts[:-1], entry.path)
+        target = os.path.join(folder, parts[-1])
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"{target}: is a folder, but the dataset has a file {entry.path!r} there")
+        if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == entry.size:
+            if hashing.file_digest(target) == entry.digest:
+                _set_attributes(target, entry)
+                return 1
+        tmp = os.path.join(folder, f"{PART_PREFIX}{uuid.uuid4().hex}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                h = hashing.hasher()
+                for chunk in self.chunks.read_chunks(cid for cid, _ in entry.chunks):
+                    f.write(chunk)
+                    h.update(chunk)
+            if h.digest() != entry.digest:
+                raise IntegrityError(f"{entry.path}: downloaded content does not match its digest")
+            _set_attributes(tmp, entry)
+            os.rename(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return 0
+
+
+def _set_attributes(path: str, entry: FileEntry) -> None:
+    os.chmod(path, entry.mode & 0o777)
+    os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
+
+
+def _ensure_folders(base: str, parts: list[str], path: str) -> str:
+    """Create ``base/parts...`` refusing symbolic links and non-folders on the way."""
+    current = base
+    for part in parts:
+        current = os.path.join(current, part)
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            try:
+                os.mkdir(current)
+            except FileExistsError:
+                pass
+            st = os.lstat(current)
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafePathError(
+                f"refusing to write {path!r}: {current} is a symbolic link and could lead outside the destination")
+        if not stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"cannot write {path!r}: {current} exists and is not a folder")
+    return current

@@ -1,0 +1,183 @@
+"""Upload: folders -> chunks in packs -> manifest tree -> version event, in that order.
+
+Files are chunked, hashed and compressed by a pool of threads (pyfastcdc, blake3 and zstandard all
+release the GIL); their entries are consumed in path order to build the manifest tree as they come.
+Memory stays bounded whatever the file sizes: each worker holds one read block, the pack writer one
+pack being filled. The version event is created last, after every pack and manifest node is durable;
+any failure before it leaves no version, and the packs already written are reused next time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from osmo_store import hashing
+from osmo_store.catalog import Catalog
+from osmo_store.chunking import Chunker
+from osmo_store.chunkstore import ChunkStore, PackWriter
+from osmo_store.datasets import DatasetLog, current_user
+from osmo_store.errors import UsageError
+from osmo_store.index import LocalIndex
+from osmo_store.manifest import Checksum, FileEntry, TreeBuilder
+from osmo_store.transfer.filters import PathFilter
+from osmo_store.transfer.progress import Cancelled, Progress
+from osmo_store.transfer.scan import SourceFile, scan
+
+RACY_SECONDS = 2  # files modified this recently are not put in the stat cache
+STAT_BATCH = 1000
+
+
+@dataclass
+class UploadRequest:
+    dataset: str
+    paths: Sequence[str]
+    tags: Sequence[str] = ()
+    description: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+
+
+@dataclass
+class UploadResult:
+    dataset: str
+    version: int
+    files: int
+    logical_bytes: int
+    stored_bytes: int
+    seconds: float
+    files_unchanged: int
+    chunks_new: int
+    chunks_deduplicated: int
+    checksum: str
+    skipped: list[tuple[str, str]]
+
+    def to_json(self) -> dict:
+        out = dict(self.__dict__)
+        out["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
+        return out
+
+
+class Uploader:
+    def __init__(self, chunks: ChunkStore, index: LocalIndex, catalog: Catalog, log: DatasetLog,
+                 workers: int | None = None, progress: Progress | None = None) -> None:
+        self.chunks = chunks
+        self.index = index
+        self.catalog = catalog
+        self.log = log
+        self.workers = workers or max(2, os.cpu_count() or 2)
+        self.progress = progress or Progress()
+        self.chunker = Chunker(chunks.config.chunker)
+        self._cancel = threading.Event()
+
+    def run(self, req: UploadRequest) -> UploadResult:
+        start = time.monotonic()
+        if not req.paths:
+            raise UsageError("give at least one folder or file to upload")
+        scanned = scan(req.paths, PathFilter(req.include, req.exclude))
+        writer = self.chunks.writer()
+        tree = TreeBuilder(writer.put_tree, self.chunks.config.manifest_node_entries)
+        checksum = Checksum()
+        unchanged = 0
+        self.progress.start("upload", len(scanned.files), scanned.total_bytes)
+        try:
+            for entry, reused in self._entries(scanned.files, writer):
+                tree.add(entry)
+                checksum.add(entry.path, entry.size, entry.executable, entry.digest)
+                unchanged += reused
+                self.progress.advance(1, entry.size)
+            writer.flush()
+            root = tree.finish()
+        finally:
+            self.progress.finish()
+        record = self.log.commit_version(req.dataset, {
+            "root": root.hex(), "user": current_user(), "description": req.description,
+            "metadata": dict(req.metadata), "labels": dict(req.labels),
+            "logical_bytes": tree.bytes, "files": tree.files,
+            "stored_bytes": writer.stats.bytes_written, "checksum": checksum.hexdigest(),
+        }, list(req.tags))
+        return UploadResult(
+            dataset=req.dataset, version=record["version"], files=tree.files,
+            logical_bytes=tree.bytes, stored_bytes=writer.stats.bytes_written,
+            seconds=round(time.monotonic() - start, 3), files_unchanged=unchanged,
+            chunks_new=writer.stats.chunks_new, chunks_deduplicated=writer.stats.chunks_dedup,
+            checksum=record["checksum"], skipped=scanned.skipped)
+
+    def _entries(self, files: list[SourceFile], writer: PackWriter):
+        """Entries in path order, processed by the thread pool with a bounded look-ahead."""
+        window = 4 * self.workers
+        pending: deque = deque()
+        stat_batch: list[tuple[bytes, list]] = []
+        ex = ThreadPoolExecutor(self.workers, thread_name_prefix="osmo-upload")
+        try:
+            for src in files:
+                pending.append((src, ex.submit(self._process, src, writer)))
+                while len(pending) >= window:
+                    yield self._collect(pending.popleft(), stat_batch)
+            while pending:
+                yield self._collect(pending.popleft(), stat_batch)
+            self.catalog.stat_store(stat_batch)
+        finally:
+            self._cancel.set()
+            ex.shutdown(wait=True, cancel_futures=True)
+
+    def _collect(self, item, stat_batch: list) -> tuple[FileEntry, bool]:
+        src, future = item
+        entry, reused = future.result()
+        if not reused and time.time() - entry.mtime_ns / 1e9 > RACY_SECONDS:
+            stat_batch.append((_stat_key(src), _stat_value(src, entry)))
+            if len(stat_batch) >= STAT_BATCH:
+                self.catalog.stat_store(stat_batch)
+                stat_batch.clear()
+        return entry, reused
+
+    def _process(self, src: SourceFile, writer: PackWriter) -> tuple[FileEntry, bool]:
+        cached = self._cached_entry(src)
+        if cached is not None:
+            return cached, True
+        h = hashing.hasher()
+        chunks = []
+        try:
+            f = open(src.abspath, "rb")
+        except OSError as exc:
+            raise UsageError(f"{src.abspath}: cannot read: {exc.strerror}") from None
+        with f:
+            try:
+                for view in self.chunker.stream(f):
+                    if self._cancel.is_set():
+                        raise Cancelled()
+                    cid = hashing.digest(view)
+                    h.update(view)
+                    writer.add(cid, view)
+                    chunks.append((cid, len(view)))
+            except OSError as exc:
+                raise UsageError(f"{src.abspath}: read failed: {exc.strerror}") from None
+        size = sum(n for _, n in chunks)
+        return FileEntry(src.path, size, src.mode, src.mtime_ns, h.digest(), tuple(chunks)), False
+
+    def _cached_entry(self, src: SourceFile) -> FileEntry | None:
+        value = self.catalog.stat_lookup(_stat_key(src))
+        if value is None:
+            return None
+        size, mtime_ns, ctime_ns, ino, dev, digest, chunks = value
+        if (size, mtime_ns, ctime_ns, ino, dev) != (src.size, src.mtime_ns, src.ctime_ns, src.ino, src.dev):
+            return None
+        if not all(self.index.has_chunk(cid) for cid, _ in chunks):
+            return None
+        return FileEntry(src.path, size, src.mode, src.mtime_ns, digest, tuple((c, n) for c, n in chunks))
+
+
+def _stat_key(src: SourceFile) -> bytes:
+    return os.fsencode(src.abspath)
+
+
+def _stat_value(src: SourceFile, entry: FileEntry) -> list:
+    return [src.size, src.mtime_ns, src.ctime_ns, src.ino, src.dev, entry.digest,
+            [[c, n] for c, n in entry.chunks]]
