@@ -1,0 +1,30 @@
+"""Per-invocation CLI state: the store URL and the repository, opened lazily."""
+
+from __future__ import annotations
+
+import click
+
+from osmo_store.repository import Repository
+
+
+class State:
+    def __init__(self, store_url: str | None, debug: bool) -> None:
+        self.store_url = store_url
+        self.debug = debug
+        self._repo: Repository | None = None
+
+    def repo(self, create: bool = False) -> Repository:
+        """The repository; ``create`` makes a new store at an explicit URL if none is there."""
+        if self._repo is None:
+            self._repo = Repository.open(self.store_url, create=create)
+        return self._repo
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+
+pass_state = click.make_pass_decorator(State)
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")

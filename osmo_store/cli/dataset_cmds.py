@@ -1,0 +1,198 @@
+"""``osmo dataset ...``: upload, download and look at datasets (changes live in dataset_edit_cmds)."""
+
+from __future__ import annotations
+
+import click
+from rich.tree import Tree
+
+from osmo_store.cli.context import json_option, pass_state
+from osmo_store.cli.dataset_edit_cmds import register_edit_commands
+from osmo_store.cli.output import (BarProgress, emit_json, human_bytes, human_time, note, out_console,
+                                   print_table)
+from osmo_store.errors import UsageError
+from osmo_store.ids import parse_key_value, parse_ref
+from osmo_store.transfer.checksum import folder_checksum
+from osmo_store.transfer.upload import UploadRequest
+
+include_option = click.option("--include", multiple=True, metavar="GLOB",
+                              help="Only files matching GLOB (repeatable). A GLOB without '/' also matches base names.")
+exclude_option = click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching GLOB (repeatable).")
+
+
+@click.group()
+def dataset() -> None:
+    """Upload, download and manage versioned datasets.
+
+    References: NAME (latest version), NAME:TAG or NAME:VERSION.
+    """
+
+
+@dataset.command()
+@click.argument("target", metavar="NAME[:TAG]")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--desc", default="", help="Description of this version.")
+@click.option("--metadata", multiple=True, metavar="KEY=VALUE", help="Version metadata (repeatable).")
+@click.option("--label", multiple=True, metavar="KEY=VALUE", help="Dataset label (repeatable).")
+@include_option
+@exclude_option
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Threads for chunking (default: CPUs).")
+@json_option
+@pass_state
+def upload(state, target, paths, desc, metadata, label, include, exclude, workers, as_json) -> None:
+    """Upload PATH... as the next version of dataset NAME.
+
+    A folder contributes its contents at the dataset root; a file contributes itself under its
+    name. Only changed chunks are stored. Symbolic links are skipped (and reported).
+    """
+    ref = parse_ref(target)
+    if ref.version is not None:
+        raise UsageError(f"{target}: upload takes NAME or NAME:TAG; version numbers are assigned")
+    req = UploadRequest(
+        dataset=ref.name, paths=list(paths), tags=[ref.tag] if ref.tag else [], description=desc,
+        metadata=dict(parse_key_value(m, "--metadata") for m in metadata),
+        labels=dict(parse_key_value(lbl, "--label") for lbl in label),
+        include=include, exclude=exclude)
+    result = state.repo(create=True).upload(req, BarProgress(None if not as_json else False), workers)
+    for path, reason in result.skipped:
+        note(f"skipped {path}: {reason}")
+    if as_json:
+        emit_json(result.to_json())
+        return
+    click.echo(f"{result.dataset}:{result.version}  {result.files} files, {human_bytes(result.logical_bytes)}, "
+               f"{human_bytes(result.stored_bytes)} new in the store, {result.seconds:.1f} s")
+
+
+@dataset.command()
+@click.argument("source", metavar="NAME[:TAG|:VERSION]")
+@click.argument("dest", type=click.Path())
+@include_option
+@exclude_option
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Parallel file writers.")
+@json_option
+@pass_state
+def download(state, source, dest, include, exclude, workers, as_json) -> None:
+    """Download a version into DEST (verified; files already there and correct are kept)."""
+    rec, result = state.repo().download(source, dest, include, exclude,
+                                        BarProgress(None if not as_json else False), workers)
+    if as_json:
+        emit_json({"dataset": parse_ref(source).name, "version": rec["version"], **result.to_json()})
+        return
+    click.echo(f"{parse_ref(source).name}:{rec['version']} -> {dest}  {result.files} files, "
+               f"{human_bytes(result.bytes)} ({result.files_skipped} already present), {result.seconds:.1f} s")
+
+
+@dataset.command("list")
+@json_option
+@pass_state
+def list_(state, as_json) -> None:
+    """List datasets with their latest version and sizes."""
+    rows = state.repo().list_datasets()
+    if as_json:
+        emit_json(rows)
+        return
+    print_table(["name", "versions", "latest", "logical size", "stored (all versions)", "updated"],
+                [[r["name"], r["versions"], r["latest"] or "-", human_bytes(r["logical_bytes"]),
+                  human_bytes(r["stored_bytes"]), human_time(r["updated"])] for r in rows])
+
+
+@dataset.command()
+@click.argument("name")
+@json_option
+@pass_state
+def info(state, name, as_json) -> None:
+    """Show a dataset's versions: status, created, files, sizes, tags, checksum."""
+    desc = state.repo().describe(parse_ref(name).name)
+    if as_json:
+        emit_json(desc)
+        return
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(desc["labels"].items())) or "-"
+    click.echo(f"dataset {desc['name']}  (labels: {labels})")
+    print_table(["version", "status", "created", "user", "files", "logical size", "new stored", "tags", "checksum"],
+                [[v["version"], v["status"], human_time(v["created"]), v["user"], v["files"],
+                  human_bytes(v["logical_bytes"]), human_bytes(v["stored_bytes"]), ",".join(v["tags"]) or "-",
+                  v["checksum"][:16]] for v in desc["versions"]])
+
+
+@dataset.command()
+@click.argument("source", metavar="NAME[:REF]")
+@click.option("--tree", "as_tree", is_flag=True, help="Show files as a folder tree.")
+@include_option
+@exclude_option
+@json_option
+@pass_state
+def inspect(state, source, as_tree, include, exclude, as_json) -> None:
+    """List the files of a version."""
+    from osmo_store.transfer.filters import PathFilter
+
+    keep = PathFilter(include, exclude)
+    rec, entries = state.repo().entries(source)
+    entries = [e for e in entries if keep(e.path)]
+    if as_json:
+        emit_json({"version": rec["version"], "files": [
+            {"path": e.path, "size": e.size, "mode": oct(e.mode), "mtime_ns": e.mtime_ns,
+             "blake3": e.digest.hex(), "chunks": len(e.chunks)} for e in entries]})
+        return
+    if as_tree:
+        root = Tree(f"{parse_ref(source).name}:{rec['version']}")
+        nodes: dict[str, Tree] = {"": root}
+        for e in entries:
+            parts = e.path.split("/")
+            for i in range(1, len(parts)):
+                key = "/".join(parts[:i])
+                if key not in nodes:
+                    nodes[key] = nodes["/".join(parts[: i - 1])].add(parts[i - 1] + "/")
+            nodes["/".join(parts[:-1])].add(f"{parts[-1]}  {human_bytes(e.size)}")
+        out_console.print(root)
+        return
+    print_table(["path", "size", "mode", "blake3"],
+                [[e.path, human_bytes(e.size), oct(e.mode & 0o777), e.digest.hex()[:16]] for e in entries])
+
+
+@dataset.command()
+@click.argument("a", metavar="NAME:A")
+@click.argument("b", metavar="NAME:B")
+@json_option
+@pass_state
+def diff(state, a, b, as_json) -> None:
+    """Files added, removed and changed between two versions (of one dataset or two)."""
+    changes = state.repo().diff(a, b)
+    out = {"added": [], "removed": [], "changed": []}
+    for old, new in changes:
+        if old is None:
+            out["added"].append({"path": new.path, "size": new.size})
+        elif new is None:
+            out["removed"].append({"path": old.path, "size": old.size})
+        else:
+            out["changed"].append({"path": new.path, "old_size": old.size, "new_size": new.size})
+    out["bytes_added"] = sum(f["size"] for f in out["added"])
+    out["bytes_removed"] = sum(f["size"] for f in out["removed"])
+    out["bytes_changed"] = sum(f["new_size"] for f in out["changed"])
+    if as_json:
+        emit_json(out)
+        return
+    for f in out["added"]:
+        click.echo(f"+ {f['path']}  {human_bytes(f['size'])}")
+    for f in out["removed"]:
+        click.echo(f"- {f['path']}  {human_bytes(f['size'])}")
+    for f in out["changed"]:
+        click.echo(f"~ {f['path']}  {human_bytes(f['old_size'])} -> {human_bytes(f['new_size'])}")
+    click.echo(f"{len(out['added'])} added ({human_bytes(out['bytes_added'])}), "
+               f"{len(out['removed'])} removed ({human_bytes(out['bytes_removed'])}), "
+               f"{len(out['changed'])} changed ({human_bytes(out['bytes_changed'])})")
+
+
+@dataset.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@include_option
+@exclude_option
+@json_option
+def checksum(paths, include, exclude, as_json) -> None:
+    """The version checksum of local PATH... (compare with 'osmo dataset info')."""
+    result = folder_checksum(paths, include, exclude)
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"{result['checksum']}  {result['files']} files, {human_bytes(result['logical_bytes'])}")
+
+
+register_edit_commands(dataset)

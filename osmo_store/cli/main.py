@@ -1,0 +1,78 @@
+"""Entry point of ``osmo``: the top-level group, global options and error handling.
+
+Errors from the library (``OsmoError``) are printed as one line ``osmo: error: ...`` and exit with the
+error's code (README lists them); anything unexpected is reported in one line too, with the
+traceback only under ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from osmo_store import __version__
+from osmo_store.cli.context import State
+from osmo_store.cli.dataset_cmds import dataset
+from osmo_store.cli.store_cmds import store
+from osmo_store.errors import OsmoError
+
+INTERNAL_ERROR = 70
+
+
+class OsmoGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OsmoError as exc:
+            _fail(ctx, str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail(ctx, "interrupted; nothing partial was committed", 130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # the one place unexpected errors are turned into a message
+            _fail(ctx, f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+                  INTERNAL_ERROR)
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> None:
+    state = ctx.find_object(State)
+    if state is not None and state.debug:
+        traceback.print_exc()
+    click.echo(f"osmo: error: {message}", err=True)
+    state and state.close()
+    ctx.exit(code)
+
+
+@click.group(cls=OsmoGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", "store_url", envvar="OSMO_STORE", metavar="URL",
+              help="Store location (a folder). Default: $OSMO_STORE, else a per-user store under the "
+                   "XDG data directory, created on first use.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(__version__, prog_name="osmo")
+@click.pass_context
+def cli(ctx: click.Context, store_url: str | None, debug: bool) -> None:
+    """osmo: versioned, deduplicated datasets for robotics and physical-AI pipelines.
+
+    \b
+    Quick tour:
+      osmo dataset upload scans ./recordings       # version 1
+      osmo dataset upload scans ./recordings       # version 2, stores only what changed
+      osmo dataset list
+      osmo dataset download scans:1 ./restore
+    """
+    ctx.obj = State(store_url, debug)
+    ctx.call_on_close(ctx.obj.close)
+
+
+cli.add_command(dataset)
+cli.add_command(store)
+
+
+def main() -> None:
+    cli(prog_name="osmo")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Output helpers for the CLI: JSON, tables, human sizes and progress bars on a terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+import click
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress as RichProgress,
+                           TextColumn, TimeRemainingColumn, TransferSpeedColumn)
+from rich.table import Table
+
+from osmo_store.transfer.progress import Progress
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+def emit_json(obj: object) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=_default))
+
+
+def _default(obj: object) -> object:
+    if isinstance(obj, bytes):
+        return obj.hex()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def human_time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[object]], title: str | None = None) -> None:
+    table = Table(*columns, title=title, show_edge=False, header_style="bold")
+    for row in rows:
+        table.add_row(*(str(c) for c in row))
+    out_console.print(table)
+
+
+def note(message: str) -> None:
+    """A human remark on stderr (never mixed into JSON on stdout)."""
+    err_console.print(message, markup=False)
+
+
+class BarProgress(Progress):
+    """Files, bytes and speed on stderr; silent unless stderr is a terminal."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._bar: RichProgress | None = None
+        self._task = None
+        self._files = 0
+        self._total_files = 0
+
+    def start(self, label: str, files: int, total_bytes: int) -> None:
+        if not self.enabled:
+            return
+        self._total_files = files
+        self._bar = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+            TransferSpeedColumn(), TextColumn("{task.fields[files]}"), TimeRemainingColumn(),
+            console=err_console, transient=False)
+        self._bar.start()
+        self._task = self._bar.add_task(label, total=total_bytes, files=f"0/{files} files")
+
+    def advance(self, files: int, nbytes: int) -> None:
+        if self._bar is None:
+            return
+        self._files += files
+        self._bar.update(self._task, advance=nbytes, files=f"{self._files}/{self._total_files} files")
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+class CountProgress:
+    """A simple counting bar (packs checked, packs indexed)."""
+
+    def __init__(self, label: str, total: int, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._bar = None
+        if self.enabled:
+            self._bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeRemainingColumn(), console=err_console)
+            self._bar.start()
+            self._task = self._bar.add_task(label, total=total)
+
+    def tick(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
