@@ -1,10 +1,11 @@
 """Shared measuring helpers for the benchmark scripts.
 
-* ``run_measured``: run a command as a child process, wall-clock it, and
-  read its peak RSS from ``os.wait4`` (``ru_maxrss``, KiB on Linux; it is the
-  largest RSS of the child or of any descendant it waited for). A sampler
+* ``run_measured``: run a command as a child process (through the small
+  ``_launch.py`` launcher), wall-clock it, and read its peak RSS from
+  ``os.wait4`` (``ru_maxrss``, KiB on Linux; it is the largest RSS of the
+  child or of any descendant it waited for: a maximum, not a sum). A sampler
   thread also polls ``/proc`` every 50 ms and records the peak of the *sum* of
-  RSS over the whole process tree (matters if a tool forks workers).
+  RSS over the tool's whole process tree (matters if a tool forks workers).
 * ``dir_size``: apparent size (sum of ``st_size`` of regular files) and disk
   usage (sum of ``st_blocks * 512`` of all entries, like ``du``).
 * ``osmo_command``: how to start the osmo CLI.
@@ -89,8 +90,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def tree_rss(pid: int) -> int:
-    """Current RSS (bytes) summed over ``pid`` and all its descendants."""
+def tree_rss(pid: int, include_root: bool = True) -> int:
+    """Current RSS (bytes) summed over ``pid`` (optionally) and all its descendants."""
     total = 0
     stack = [pid]
     seen: set[int] = set()
@@ -99,16 +100,19 @@ def tree_rss(pid: int) -> int:
         if p in seen:
             continue
         seen.add(p)
-        try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * _PAGE
-        except (OSError, IndexError, ValueError):
-            continue
+        if p != pid or include_root:
+            try:
+                with open(f"/proc/{p}/statm") as f:
+                    total += int(f.read().split()[1]) * _PAGE
+            except (OSError, IndexError, ValueError):
+                continue
         stack.extend(_children(p))
     return total
 
 
 class _Sampler(threading.Thread):
+    """Polls the RSS of the descendants of ``pid`` (the launcher itself excluded)."""
+
     def __init__(self, pid: int, interval: float = 0.05):
         super().__init__(daemon=True)
         self.pid = pid
@@ -118,13 +122,16 @@ class _Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_evt.is_set():
-            self.peak = max(self.peak, tree_rss(self.pid))
+            self.peak = max(self.peak, tree_rss(self.pid, include_root=False))
             self._stop_evt.wait(self.interval)
 
     def stop(self) -> int:
         self._stop_evt.set()
         self.join()
         return self.peak
+
+
+_LAUNCHER = str(Path(__file__).with_name("_launch.py"))
 
 
 def run_measured(
@@ -138,39 +145,50 @@ def run_measured(
 ) -> Measured:
     """Run ``cmd``; return wall seconds, peak RSS and its output.
 
-    stdout/stderr go to files (in ``log_dir`` if given) so that a chatty child
-    never blocks on a pipe and no reader thread competes for CPU.
+    The command is started through ``_launch.py`` (a small fresh interpreter)
+    so that its ``ru_maxrss`` is not inflated by this process's RSS; see
+    there. stdout/stderr go to files (in ``log_dir`` if given) so that a chatty
+    child never blocks on a pipe and no reader thread competes for CPU.
     """
+    import tempfile
+
     if sync_first:
         os.sync()  # do not let writeback of the previous step overlap this one
-    log_dir = Path(log_dir) if log_dir else None
+    tmp = Path(tempfile.mkdtemp(prefix="osmo-bench-run-"))
     if log_dir:
+        log_dir = Path(log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         out_path, err_path = log_dir / f"{label}.stdout", log_dir / f"{label}.stderr"
     else:
-        import tempfile
-
-        tmp = Path(tempfile.mkdtemp(prefix="osmo-bench-log-"))
         out_path, err_path = tmp / "stdout", tmp / "stderr"
-    with open(out_path, "wb") as fo, open(err_path, "wb") as fe:
-        t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
-        sampler = _Sampler(p.pid)
-        sampler.start()
-        _, status, ru = os.wait4(p.pid, 0)
-        seconds = time.perf_counter() - t0
-        peak_tree = sampler.stop()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    stdout = out_path.read_text(errors="replace")
-    stderr = err_path.read_text(errors="replace")
-    if not log_dir:
-        shutil.rmtree(out_path.parent, ignore_errors=True)
+    result_path = tmp / "result.json"
+    try:
+        with open(out_path, "wb") as fo, open(err_path, "wb") as fe:
+            p = subprocess.Popen(
+                [sys.executable, "-S", _LAUNCHER, str(result_path), *cmd],
+                stdout=fo, stderr=fe, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
+            )
+            sampler = _Sampler(p.pid)
+            sampler.start()
+            t0 = time.perf_counter()
+            _, status, ru = os.wait4(p.pid, 0)
+            outer_seconds = time.perf_counter() - t0
+            peak_tree = sampler.stop()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        try:
+            res = json.loads(result_path.read_text())
+        except (OSError, ValueError):
+            res = {"seconds": outer_seconds, "maxrss_kib": ru.ru_maxrss, "exitcode": p.returncode}
+        stdout = out_path.read_text(errors="replace")
+        stderr = err_path.read_text(errors="replace")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return Measured(
         cmd=list(cmd),
-        returncode=p.returncode,
-        seconds=seconds,
-        maxrss_bytes=ru.ru_maxrss * 1024,
-        tree_peak_rss_bytes=max(peak_tree, 0),
+        returncode=int(res["exitcode"]),
+        seconds=float(res["seconds"]),
+        maxrss_bytes=int(res["maxrss_kib"]) * 1024,
+        tree_peak_rss_bytes=peak_tree,
         stdout=stdout,
         stderr=stderr,
     )

@@ -24,7 +24,7 @@ from osmo_store.config import StoreConfig
 from osmo_store.errors import IntegrityError, NotFoundError
 from osmo_store.index import ChunkLocation, LocalIndex
 from osmo_store.packs import (
-    COMPRESSION_NONE, COMPRESSION_ZSTD, FooterTooShort, PackBuilder, PackEntry,
+    COMPRESSION_NONE, COMPRESSION_ZSTD, PACK_PREFIX, FooterTooShort, PackBuilder, PackEntry,
     pack_id_from_key, pack_key, parse_pack, parse_tail,
 )
 
@@ -76,11 +76,15 @@ class ChunkStore:
         self.blob = blob
         self.index = index
         self.config = config
+        self._refresh_lock = threading.Lock()
 
     # reading ----------------------------------------------------------------------------------
 
     def locate(self, chunk_id: bytes) -> ChunkLocation:
         loc = self.index.chunk_location(chunk_id)
+        if loc is None:
+            self.refresh_packs()
+            loc = self.index.chunk_location(chunk_id)
         if loc is None:
             raise NotFoundError(f"chunk {chunk_id.hex()[:16]} is not in the store (run 'osmo store verify')")
         return loc
@@ -154,6 +158,25 @@ class ChunkStore:
         for e in entries:
             decode_chunk(e.chunk_id, view[e.offset : e.offset + e.stored_length], e.raw_length, e.compression, key)
         return len(entries)
+
+    def refresh_packs(self) -> int:
+        """Index packs written by other clients since this index last looked; returns how many.
+
+        Called when a chunk is missing from the index: another machine may have stored it.
+        """
+        with self._refresh_lock:
+            known = {pack_key(pid) for pid, _, _ in self.index.packs()}
+            added = 0
+            for key in self.blob.list(PACK_PREFIX):
+                if key in known:
+                    continue
+                try:
+                    pack_id, size, entries = self.read_pack_index(key)
+                except (IntegrityError, NotFoundError):
+                    continue  # unreadable or deleted meanwhile: verify reports it
+                self.index.add_pack(pack_id, size, entries)
+                added += 1
+            return added
 
     def writer(self) -> "PackWriter":
         return PackWriter(self)

@@ -61,7 +61,7 @@ def verify(state, read_data, as_json) -> None:
         for problem in report.problems:
             click.echo(f"problem: {problem}")
         click.echo(f"{report.versions} versions, {report.manifest_nodes} manifest nodes, {report.chunks} chunks, "
-                   f"{report.packs} packs ({report.packs_read} read in full, {report.unindexed_packs} unreferenced)")
+                   f"{report.packs} packs ({report.packs_read} read in full)")
     if not report.ok:
         raise IntegrityError(f"verify found {len(report.problems)} problem(s)")
     if not as_json:

@@ -1,0 +1,73 @@
+"""The conformance suite on every backend available here, plus local-folder specifics."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import pytest
+
+from osmo_store.blob import LocalBlobStore, MemoryBlobStore, open_blob_store
+from osmo_store.blob.conformance import BlobStoreConformance
+from osmo_store.errors import AlreadyExistsError, BackendError, UsageError
+
+
+class TestMemoryBlobStore(BlobStoreConformance):
+    @pytest.fixture
+    def store(self):
+        return MemoryBlobStore()
+
+
+class TestLocalBlobStore(BlobStoreConformance):
+    @pytest.fixture
+    def store(self, tmp_path):
+        return LocalBlobStore(str(tmp_path / "blobs"))
+
+    def test_no_temporary_files_left_or_listed(self, store, tmp_path):
+        store.put("a/b", b"1")
+        store.create("a/c", b"2")
+        with pytest.raises(AlreadyExistsError):
+            store.create("a/c", b"3")
+        names = os.listdir(tmp_path / "blobs" / "a")
+        assert sorted(names) == ["b", "c"]
+        (tmp_path / "blobs" / "a" / ".tmp-leftover").write_bytes(b"partial")
+        assert list(store.list("a/")) == ["a/b", "a/c"]
+
+    def test_write_failure_is_backend_error(self, store, tmp_path):
+        store.put("ro/x", b"1")
+        (tmp_path / "blobs" / "ro" / "x").unlink()
+        (tmp_path / "blobs" / "ro").rmdir()
+        (tmp_path / "blobs" / "ro").write_bytes(b"a file where a folder should be")
+        with pytest.raises(BackendError, match="ro/y"):
+            store.put("ro/y", b"1")
+
+
+def _create(root: str, i: int, queue) -> None:
+    try:
+        LocalBlobStore(root).create("log/000000000001", f"p{i}".encode())
+        queue.put(i)
+    except AlreadyExistsError:
+        queue.put(None)
+
+
+def test_local_exclusive_create_across_processes(tmp_path):
+    root = str(tmp_path / "blobs")
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_create, args=(root, i, queue)) for i in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    results = [queue.get() for _ in procs]
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    assert LocalBlobStore(root).get("log/000000000001") == f"p{winners[0]}".encode()
+
+
+def test_open_blob_store_urls(tmp_path):
+    assert isinstance(open_blob_store(str(tmp_path)), LocalBlobStore)
+    assert isinstance(open_blob_store(f"file://{tmp_path}"), LocalBlobStore)
+    assert open_blob_store("memory://x") is open_blob_store("memory://x")
+    with pytest.raises(UsageError, match="gopher"):
+        open_blob_store("gopher://host/x")
