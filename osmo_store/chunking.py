@@ -39,18 +39,27 @@ class Chunker:
             yield chunk.data
 
     def stream(self, f: BinaryIO) -> Iterator[memoryview]:
-        """Cut a binary stream read in blocks; each yielded view stays valid while referenced."""
-        carry = b""
+        """Cut a binary stream read in blocks into one reused buffer.
+
+        Each yielded view is valid only until the next one is requested: consumers copy what they keep.
+        """
+        buf = bytearray(self.block_size + self.params.max_size)
+        view = memoryview(buf)
+        filled = 0
         while True:
-            block = f.read(self.block_size)
-            if not block:
-                if carry:
-                    yield from self.cut(carry)
+            got = f.readinto(view[filled:])
+            eof = not got
+            filled += got or 0
+            if not eof and filled < len(buf):
+                continue  # short read (pipes): fill the block before cutting
+            start = 0
+            for chunk in self._cdc.cut_buf(view[:filled]):
+                if not eof and start + chunk.length == filled:
+                    break  # the last chunk may continue in the next block: carry it
+                yield chunk.data
+                start += chunk.length
+            if eof:
                 return
-            buf = carry + block if carry else block
-            pending = None
-            for chunk in self._cdc.cut_buf(buf):
-                if pending is not None:
-                    yield pending.data
-                pending = chunk
-            carry = bytes(pending.data) if pending is not None else b""
+            carry = bytes(view[start:filled])
+            view[: len(carry)] = carry
+            filled = len(carry)

@@ -12,6 +12,7 @@ pack are fetched with one range read.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -183,9 +184,14 @@ class ChunkStore:
 
 
 class PackWriter:
-    """A thread-safe upload session: ``add`` chunks, then ``flush`` before committing a version."""
+    """A thread-safe upload session: ``add`` chunks from many threads, then ``flush`` and ``close``.
 
-    def __init__(self, store: ChunkStore) -> None:
+    Sealed packs go through a small queue to one background thread that writes them and records them
+    in the index, so chunking goes on while a pack is being written; the queue bound keeps memory at
+    a few packs. A write error is raised by the next ``add`` or by ``flush``.
+    """
+
+    def __init__(self, store: ChunkStore, queue_depth: int = 2) -> None:
         self.store = store
         self.stats = WriteStats()
         self._lock = threading.Lock()
@@ -194,6 +200,10 @@ class PackWriter:
         self._target = store.config.pack_target_size
         self._compress = store.config.compression == "zstd"
         self._level = store.config.compression_level
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_depth)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._abandoned = False
 
     def _compressor(self) -> zstandard.ZstdCompressor:
         c = getattr(_local, "zc", None)
@@ -202,9 +212,14 @@ class PackWriter:
             _local.zc_level = self._level
         return c
 
-    def add(self, chunk_id: bytes, data: bytes | memoryview) -> bool:
-        """Store a chunk unless it is already stored; returns True if it was new."""
-        if self.store.index.has_chunk(chunk_id):
+    def add(self, chunk_id: bytes, data: bytes | memoryview, txn: object = None) -> bool:
+        """Store a chunk unless it is already stored; returns True if it was new.
+
+        ``txn`` is an optional index read transaction reused across the chunks of one file.
+        """
+        if self._error is not None:
+            raise self._error
+        if self.store.index.chunk_location(chunk_id, txn) is not None:
             with self._lock:
                 self.stats.chunks_dedup += 1
             return False
@@ -213,11 +228,13 @@ class PackWriter:
                 self.stats.chunks_dedup += 1
                 return False
             self._pending.add(chunk_id)
-        stored, compression = bytes(data), COMPRESSION_NONE
+        stored, compression = data, COMPRESSION_NONE
         if self._compress:
-            packed = self._compressor().compress(stored)
-            if len(packed) < len(stored):
+            packed = self._compressor().compress(data)
+            if len(packed) < len(data):
                 stored, compression = packed, COMPRESSION_ZSTD
+        if compression == COMPRESSION_NONE:
+            stored = bytes(data)
         sealed = None
         with self._lock:
             self._builder.add(chunk_id, stored, len(data), compression)
@@ -226,8 +243,29 @@ class PackWriter:
             if self._builder.size >= self._target:
                 sealed, self._builder = self._builder, PackBuilder()
         if sealed is not None:
-            self._write(sealed)
+            self._enqueue(sealed)
         return True
+
+    def _enqueue(self, builder: PackBuilder) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="osmo-pack-writer", daemon=True)
+                    self._thread.start()
+        self._queue.put(builder)
+
+    def _run(self) -> None:
+        while True:
+            builder = self._queue.get()
+            try:
+                if builder is None:
+                    return
+                if self._error is None and not self._abandoned:
+                    self._write(builder)
+            except BaseException as exc:  # handed to the uploading threads
+                self._error = exc
+            finally:
+                self._queue.task_done()
 
     def _write(self, builder: PackBuilder) -> None:
         entries = list(builder.entries)
@@ -240,11 +278,23 @@ class PackWriter:
             self._pending.difference_update(e.chunk_id for e in entries)
 
     def flush(self) -> None:
-        """Write the partly filled pack; afterwards every added chunk is durable and indexed."""
+        """Write the partly filled pack and wait: afterwards every added chunk is durable and indexed."""
         with self._lock:
             sealed, self._builder = self._builder, PackBuilder()
         if len(sealed):
-            self._write(sealed)
+            self._enqueue(sealed)
+        if self._thread is not None:
+            self._queue.join()
+        if self._error is not None:
+            raise self._error
+
+    def close(self, abandon: bool = False) -> None:
+        """Stop the writer thread; with ``abandon``, packs still queued are dropped (an aborted upload)."""
+        self._abandoned = abandon
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
     def put_tree(self, node_id: bytes, data: bytes) -> None:
         written = self.store.put_tree(node_id, data)

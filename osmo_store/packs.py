@@ -60,32 +60,33 @@ class PackEntry:
 
 
 class PackBuilder:
-    """Accumulates chunk bodies and seals them into one pack object."""
+    """Accumulates chunk bodies and seals them into one pack object (one copy, at seal time)."""
 
     def __init__(self) -> None:
-        self._buf = bytearray(HEADER)
+        self._parts: list[bytes] = [HEADER]
+        self._size = len(HEADER)
         self.entries: list[PackEntry] = []
 
     @property
     def size(self) -> int:
-        return len(self._buf)
+        return self._size
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def add(self, chunk_id: bytes, stored: bytes, raw_length: int, compression: int) -> PackEntry:
-        entry = PackEntry(chunk_id, len(self._buf), len(stored), raw_length, compression)
-        self._buf += stored
+        entry = PackEntry(chunk_id, self._size, len(stored), raw_length, compression)
+        self._parts.append(stored)
+        self._size += len(stored)
         self.entries.append(entry)
         return entry
 
     def seal(self) -> tuple[bytes, bytes]:
         """Return ``(pack_id, pack_bytes)``; the builder must not be used afterwards."""
         footer = msgpack.packb([e.encode() for e in self.entries], use_bin_type=True)
-        self._buf += footer
-        self._buf += struct.pack("<I", len(footer)) + hashing.digest(footer) + END_MAGIC
-        data = bytes(self._buf)
-        self._buf = bytearray()
+        self._parts += [footer, struct.pack("<I", len(footer)) + hashing.digest(footer) + END_MAGIC]
+        data = b"".join(self._parts)
+        self._parts = []
         return hashing.digest(data), data
 
 

@@ -87,6 +87,7 @@ class Uploader:
         checksum = Checksum()
         unchanged = 0
         self.progress.start("upload", len(scanned.files), scanned.total_bytes)
+        completed = False
         try:
             for entry, reused in self._entries(scanned.files, writer):
                 tree.add(entry)
@@ -95,7 +96,9 @@ class Uploader:
                 self.progress.advance(1, entry.size)
             writer.flush()
             root = tree.finish()
+            completed = True
         finally:
+            writer.close(abandon=not completed)
             self.progress.finish()
         record = self.log.commit_version(req.dataset, {
             "root": root.hex(), "user": current_user(), "description": req.description,
@@ -148,14 +151,14 @@ class Uploader:
             f = open(src.abspath, "rb")
         except OSError as exc:
             raise UsageError(f"{src.abspath}: cannot read: {exc.strerror}") from None
-        with f:
+        with f, self.index.read() as txn:
             try:
                 for view in self.chunker.stream(f):
                     if self._cancel.is_set():
                         raise Cancelled()
                     cid = hashing.digest(view)
                     h.update(view)
-                    writer.add(cid, view)
+                    writer.add(cid, view, txn)
                     chunks.append((cid, len(view)))
             except OSError as exc:
                 raise UsageError(f"{src.abspath}: read failed: {exc.strerror}") from None
