@@ -62,8 +62,9 @@ def build_odd_tree(src) -> dict[str, int]:
     for i, (rel, data) in enumerate(sorted(ODD_FILES.items())):
         write_file(src / rel, data, mtime_ns=MTIME0 + i * 1_000_003)
         sizes[rel] = len(data)
-    write_file(src / "bin" / "run.sh", b"#!/bin/sh\necho hi\n", mode=0o755, mtime_ns=MTIME0 - 7)
-    sizes["bin/run.sh"] = 19
+    script = b"#!/bin/sh\necho hi\n"
+    write_file(src / "bin" / "run.sh", script, mode=0o755, mtime_ns=MTIME0 - 7)
+    sizes["bin/run.sh"] = len(script)
     rnd = random_tree(src / "random", seed=7, files=9, max_size=30_000)
     sizes.update({f"random/{k}": len(v) for k, v in rnd.items()})
     sparse = src / "big.sparse"
