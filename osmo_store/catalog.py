@@ -61,18 +61,9 @@ class Catalog:
             return [(i, unpack(txn.get(i.encode(), db=self.db["datasets"]))) for i in ids]
 
     def versions(self, dsid: str, include_deleted: bool = True) -> list[dict]:
-        prefix = dsid.encode() + b"/"
-        out = []
         with self.index.read() as txn:
-            cur = txn.cursor(db=self.db["versions"])
-            if cur.set_range(prefix):
-                for key, value in cur:
-                    if not bytes(key).startswith(prefix):
-                        break
-                    rec = unpack(value)
-                    if include_deleted or not rec["deleted"]:
-                        out.append(rec)
-        return out
+            records = [unpack(v) for _, v in _prefixed(txn, self.db["versions"], dsid)]
+        return [r for r in records if include_deleted or not r["deleted"]]
 
     def version(self, dsid: str, version: int) -> dict | None:
         with self.index.read() as txn:
@@ -80,16 +71,8 @@ class Catalog:
             return None if raw is None else unpack(raw)
 
     def tags(self, dsid: str) -> dict[str, int]:
-        prefix = dsid.encode() + b"/"
-        out = {}
         with self.index.read() as txn:
-            cur = txn.cursor(db=self.db["tags"])
-            if cur.set_range(prefix):
-                for key, value in cur:
-                    if not bytes(key).startswith(prefix):
-                        break
-                    out[bytes(key)[len(prefix):].decode()] = unpack(value)
-        return out
+            return {k.decode(): unpack(v) for k, v in _prefixed(txn, self.db["tags"], dsid)}
 
     # folding the log --------------------------------------------------------------------------
 
@@ -117,6 +100,20 @@ class Catalog:
         with self.index.write() as txn:
             for key, value in items:
                 txn.put(key, pack(value), db=self.db["statcache"])
+
+
+def _prefixed(txn: lmdb.Transaction, db: object, dsid: str) -> list[tuple[bytes, bytes]]:
+    """Every ``(key suffix, value)`` of one dataset's rows in ``db`` (keys are ``<dsid>/<suffix>``)."""
+    prefix = dsid.encode() + b"/"
+    rows = []
+    cur = txn.cursor(db=db)
+    if cur.set_range(prefix):
+        for key, value in cur:
+            key = bytes(key)
+            if not key.startswith(prefix):
+                break
+            rows.append((key[len(prefix):], bytes(value)))
+    return rows
 
 
 def _get(txn: lmdb.Transaction, db: object, key: bytes) -> dict | None:
@@ -190,17 +187,9 @@ def _on_metadata(txn, db, seq, ev, dsid, ds) -> None:
 
 
 def _drop_tags_of(txn, db, dsid, versions: set[int]) -> None:
-    prefix = dsid.encode() + b"/"
-    cur = txn.cursor(db=db["tags"])
-    doomed = []
-    if cur.set_range(prefix):
-        for key, value in cur:
-            if not bytes(key).startswith(prefix):
-                break
-            if unpack(value) in versions:
-                doomed.append(bytes(key))
-    for key in doomed:
-        txn.delete(key, db=db["tags"])
+    for tag, value in _prefixed(txn, db["tags"], dsid):
+        if unpack(value) in versions:
+            txn.delete(_tkey(dsid, tag.decode()), db=db["tags"])
 
 
 def _on_delete(txn, db, seq, ev, dsid, ds) -> None:

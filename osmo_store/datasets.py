@@ -165,8 +165,11 @@ class DatasetLog:
         self.append(build)
 
     def change_labels(self, name: str, set_: dict[str, str], unset: list[str]) -> dict:
-        self.append(lambda: (self.dataset_id(name), {"op": "label", "dataset": name, "set": set_,
-                                                     "unset": unset})[1])
+        def build() -> dict:
+            self.dataset_id(name)
+            return {"op": "label", "dataset": name, "set": set_, "unset": unset}
+
+        self.append(build)
         return self.catalog.dataset(self.dataset_id(name))["labels"]
 
     def change_metadata(self, ref: Ref, set_: dict[str, str], unset: list[str]) -> dict:
