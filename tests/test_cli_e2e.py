@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 
 import pytest
 
+from conftest import Cli
 from helpers.trees import files_only, random_tree, snapshot, write_file
 
 MTIME0 = 1_650_000_000_123_456_789  # odd nanoseconds on purpose
@@ -65,6 +67,8 @@ def build_odd_tree(src) -> dict[str, int]:
     script = b"#!/bin/sh\necho hi\n"
     write_file(src / "bin" / "run.sh", script, mode=0o755, mtime_ns=MTIME0 - 7)
     sizes["bin/run.sh"] = len(script)
+    write_file(src / "private", b"only for me", mode=0o600, mtime_ns=MTIME0 - 8)
+    sizes["private"] = len(b"only for me")
     rnd = random_tree(src / "random", seed=7, files=9, max_size=30_000)
     sizes.update({f"random/{k}": len(v) for k, v in rnd.items()})
     sparse = src / "big.sparse"
@@ -100,7 +104,7 @@ def test_round_trip_odd_tree_is_byte_exact(cli, tmp_path):
         st = os.lstat(src / rel)
         assert f["size"] == sizes[rel]
         assert f["mtime_ns"] == st.st_mtime_ns
-        assert bool(int(f["mode"], 8) & 0o111) == bool(st.st_mode & 0o111), rel
+        assert int(f["mode"], 8) & 0o777 == st.st_mode & 0o777, rel
 
     dest = tmp_path / "out"
     down = cli("dataset", "download", "odd", str(dest), "--json").json()
@@ -109,7 +113,7 @@ def test_round_trip_odd_tree_is_byte_exact(cli, tmp_path):
     assert (down["dataset"], down["version"]) == ("odd", 1)
     after = snapshot(dest)
     assert after == before
-    assert after["bin/run.sh"][2] is True and after["empty"][2] is False
+    assert (after["bin/run.sh"][2], after["private"][2]) == (0o755, 0o600)
     assert after["big.sparse"][3] == MTIME0 + 42
 
     checksum = cli("dataset", "checksum", str(src), "--json").json()
@@ -202,6 +206,23 @@ def test_dedup_across_versions_and_datasets_and_diff(cli, tmp_path):
     v1_tree = snapshot(tmp_path / "ds-1")
     assert set(v1_tree) == set(files)
     assert all(v1_tree[p][1] == len(files[p]) for p in files)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a chunk that recurs within one upload is stored again once the pack "
+                                       "holding its first copy has been written: transfer/upload.py "
+                                       "Uploader._process looks chunks up in an index read transaction opened at "
+                                       "the start of the file, and chunkstore.PackWriter._write drops written ids "
+                                       "from _pending, so PackWriter.add sees neither")
+def test_a_chunk_repeated_within_one_upload_is_stored_once(cli, tmp_path):
+    cli.init_tiny()
+    rng = random.Random(3)
+    parts = []
+    for _ in range(40):  # the same zero chunks recur after enough new data to seal several packs
+        parts += [b"\0" * 40_000, rng.randbytes(40_000)]
+    write_file(tmp_path / "src" / "f.bin", b"".join(parts))
+    up = cli("dataset", "upload", "ds", str(tmp_path / "src"), "--json").json()
+    distinct = cli("store", "stats", "--json").json()["chunks"]
+    assert up["chunks_new"] == distinct, (up["chunks_new"], distinct)
 
 
 # --- references, tags, labels, metadata, rename, delete ---------------------------------------------
@@ -423,6 +444,18 @@ def test_verify_and_reindex_after_losing_the_cache(cli, tmp_path):
 
 # --- errors ----------------------------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One store with ``ds:1`` for the error tests, which must not change it."""
+    root = tmp_path_factory.mktemp("errors")
+    cli = Cli(root)
+    cli.init_tiny()
+    src = root / "src"
+    random_tree(src, seed=1, files=3, max_size=2000)
+    cli("dataset", "upload", "ds", str(src))
+    return cli, src
+
+
 @pytest.fixture
 def populated(cli, tmp_path):
     cli.init_tiny()
@@ -452,11 +485,24 @@ def populated(cli, tmp_path):
     (("dataset", "delete", "ds:1", "--all"), "ds:1"),
     (("dataset", "diff", "ds:1", "bad name:1"), "bad name"),
 ])
-def test_bad_names_and_references_exit_2(cli, tmp_path, populated, args, needle):
-    args = [a.format(src=populated, out=tmp_path / "out") for a in args]
+def test_bad_names_and_references_exit_2(shared, tmp_path, args, needle):
+    cli, src = shared
+    args = [a.format(src=src, out=tmp_path / "out") for a in args]
     assert_error(cli(*args, check=False), 2, needle)
     assert [v["version"] for v in info(cli, "ds")["versions"]] == [1]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: 'upload NAME:latest' (and any tag check_tag rejects) is refused only "
+                                       "in DatasetLog.commit_version, after every chunk and manifest node was "
+                                       "written; the CLI upload command should validate the tag before uploading")
+def test_upload_with_a_reserved_tag_is_refused_before_storing_anything(cli, tmp_path):
+    cli.init_tiny()
+    src = tmp_path / "src"
+    random_tree(src, seed=4, files=5, max_size=50_000)
+    assert_error(cli("dataset", "upload", "ds:latest", str(src), check=False), 2, "latest")
+    stats = cli("store", "stats", "--json").json()
+    assert (stats["versions"], stats["packs"], stats["manifest_nodes"]) == (0, 0, 0)
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -472,7 +518,8 @@ def test_bad_names_and_references_exit_2(cli, tmp_path, populated, args, needle)
     (("dataset", "label", "nope", "--set", "a=b"), "nope"),
     (("dataset", "metadata", "nope:1"), "nope"),
 ])
-def test_missing_datasets_and_versions_exit_3(cli, tmp_path, populated, args, needle):
+def test_missing_datasets_and_versions_exit_3(shared, tmp_path, args, needle):
+    cli, _ = shared
     args = [a.format(out=tmp_path / "out") for a in args]
     assert_error(cli(*args, check=False), 3, needle)
     assert not (tmp_path / "out").exists()
@@ -484,16 +531,16 @@ def test_missing_store_exits_3(cli, tmp_path):
     assert not os.path.exists(cli.store)
 
 
-def test_upload_of_a_missing_path_exits_2_naming_it(cli, tmp_path, populated):
+def test_upload_of_a_missing_path_exits_2_naming_it(shared, tmp_path):
+    cli, src = shared
     missing = tmp_path / "no" / "such path"
-    assert_error(cli("dataset", "upload", "ds", str(populated), str(missing), check=False), 2, str(missing))
-    assert [v["version"] for v in info(cli, "ds")["versions"]] == [1]
+    assert_error(cli("dataset", "upload", "ds", str(src), str(missing), check=False), 2, str(missing))
     os.mkfifo(tmp_path / "fifo")
     assert_error(cli("dataset", "upload", "ds", str(tmp_path / "fifo"), check=False), 2, "fifo")
-    bad = os.fsencode(str(populated)) + b"/bad-\xff-name"
-    with open(bad, "wb") as f:
+    write_file(tmp_path / "folder" / "ok.txt", b"ok")
+    with open(os.fsencode(str(tmp_path / "folder")) + b"/bad-\xff-name", "wb") as f:
         f.write(b"x")
-    assert_error(cli("dataset", "upload", "ds", str(populated), check=False), 2, "UTF-8")
+    assert_error(cli("dataset", "upload", "ds", str(tmp_path / "folder"), check=False), 2, "UTF-8")
     assert [v["version"] for v in info(cli, "ds")["versions"]] == [1]
 
 

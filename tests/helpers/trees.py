@@ -22,7 +22,7 @@ def sha256_file(path: str) -> str:
 def snapshot(root, mtimes: bool = True) -> dict[str, tuple]:
     """Every non-folder entry under ``root`` (symbolic links not followed), by relative POSIX path.
 
-    Files map to ``("file", size, executable, mtime_ns, sha256)``; symbolic links to
+    Files map to ``("file", size, permission bits, mtime_ns, sha256)``; symbolic links to
     ``("link", target)``; anything else to ``("other", mode)``. Folders are walked, not listed.
     """
     root = os.fspath(root)
@@ -37,7 +37,7 @@ def snapshot(root, mtimes: bool = True) -> dict[str, tuple]:
             if stat.S_ISLNK(st.st_mode):
                 out[rel] = ("link", os.readlink(full))
             elif stat.S_ISREG(st.st_mode):
-                out[rel] = ("file", st.st_size, bool(st.st_mode & 0o111),
+                out[rel] = ("file", st.st_size, st.st_mode & 0o777,
                             st.st_mtime_ns if mtimes else None, sha256_file(full))
             else:
                 out[rel] = ("other", st.st_mode)
