@@ -5,7 +5,7 @@ RSS its address space had when it called ``exec``, i.e. the RSS of the
 process that forked it. Forking the tool directly from the (large) benchmark
 process would inflate every figure to the benchmark's own size. This launcher
 is a fresh ~10 MB interpreter; it starts the tool, waits for it with
-``os.wait4`` and writes ``{"seconds", "maxrss_kib", "exitcode"}`` as JSON to
+``os.wait4`` and writes ``{"seconds", "maxrss_kib", "exitcode", "cpu_seconds"}`` as JSON to
 OUT. The wall time is taken here, so interpreter start-up is not counted.
 """
 
@@ -30,7 +30,8 @@ def main() -> int:
     seconds = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)
     with open(out, "w") as f:
-        json.dump({"seconds": seconds, "maxrss_kib": ru.ru_maxrss, "exitcode": code, "pid": pid}, f)
+        json.dump({"seconds": seconds, "maxrss_kib": ru.ru_maxrss, "exitcode": code, "pid": pid,
+                   "cpu_seconds": ru.ru_utime + ru.ru_stime}, f)
     return code if 0 <= code < 256 else 128 + (-code if code < 0 else 0)
 
 

@@ -8,6 +8,10 @@
   RSS over the tool's whole process tree (matters if a tool forks workers).
 * ``dir_size``: apparent size (sum of ``st_size`` of regular files) and disk
   usage (sum of ``st_blocks * 512`` of all entries, like ``du``).
+* ``cpu_seconds`` / ``foreign_cpu_seconds`` of every measured command: the
+  tool's own CPU (from ``wait4``) and the CPU everything else on the machine
+  used meanwhile (``/proc/stat`` busy time minus the tool's): a noise gauge.
+* ``wait_for_idle``: optionally wait for a quiet machine before each command.
 * ``osmo_command``: how to start the osmo CLI.
 """
 
@@ -38,6 +42,9 @@ class Measured:
     tree_peak_rss_bytes: int  # sampled sum over the process tree
     stdout: str
     stderr: str
+    tree_peak_anon_bytes: int = 0  # sampled sum, anonymous memory only
+    cpu_seconds: float = 0.0  # user + system CPU of the tool (and its waited-for children)
+    foreign_cpu_seconds: float = 0.0  # CPU used by everything else on the machine meanwhile
     extra: dict = field(default_factory=dict)
 
     def check(self) -> "Measured":
@@ -92,7 +99,17 @@ def _children(pid: int) -> list[int]:
 
 def tree_rss(pid: int, include_root: bool = True) -> int:
     """Current RSS (bytes) summed over ``pid`` (optionally) and all its descendants."""
+    return tree_rss_parts(pid, include_root)[0]
+
+
+def tree_rss_parts(pid: int, include_root: bool = True) -> tuple[int, int]:
+    """``(rss, anonymous rss)`` in bytes, summed over the process tree.
+
+    Anonymous = resident minus file-backed/shared pages (``statm`` fields);
+    the rest is mostly mmapped or cached file pages the kernel may drop.
+    """
     total = 0
+    anon = 0
     stack = [pid]
     seen: set[int] = set()
     while stack:
@@ -103,11 +120,13 @@ def tree_rss(pid: int, include_root: bool = True) -> int:
         if p != pid or include_root:
             try:
                 with open(f"/proc/{p}/statm") as f:
-                    total += int(f.read().split()[1]) * _PAGE
+                    fields = f.read().split()
+                total += int(fields[1]) * _PAGE
+                anon += (int(fields[1]) - int(fields[2])) * _PAGE
             except (OSError, IndexError, ValueError):
                 continue
         stack.extend(_children(p))
-    return total
+    return total, anon
 
 
 class _Sampler(threading.Thread):
@@ -118,11 +137,14 @@ class _Sampler(threading.Thread):
         self.pid = pid
         self.interval = interval
         self.peak = 0
+        self.peak_anon = 0
         self._stop_evt = threading.Event()
 
     def run(self) -> None:
         while not self._stop_evt.is_set():
-            self.peak = max(self.peak, tree_rss(self.pid, include_root=False))
+            rss, anon = tree_rss_parts(self.pid, include_root=False)
+            self.peak = max(self.peak, rss)
+            self.peak_anon = max(self.peak_anon, anon)
             self._stop_evt.wait(self.interval)
 
     def stop(self) -> int:
@@ -132,6 +154,42 @@ class _Sampler(threading.Thread):
 
 
 _LAUNCHER = str(Path(__file__).with_name("_launch.py"))
+_HZ = os.sysconf("SC_CLK_TCK")
+
+# > 0: before every measured command, wait (at most this many seconds) until
+# the machine is idle. Set with set_wait_idle().
+WAIT_IDLE_TIMEOUT = 0.0
+
+
+def set_wait_idle(timeout: float) -> None:
+    global WAIT_IDLE_TIMEOUT
+    WAIT_IDLE_TIMEOUT = float(timeout)
+
+
+def cpu_busy_seconds() -> float:
+    """Machine-wide busy CPU seconds since boot (all CPUs), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return 0.0
+    # cpu user nice system idle iowait irq softirq steal [guest guest_nice]
+    vals = [int(x) for x in fields[1:9]]
+    busy = vals[0] + vals[1] + vals[2] + vals[5] + vals[6] + vals[7]
+    return busy / _HZ
+
+
+def wait_for_idle(max_busy_cores: float = 0.15, window: float = 2.0, timeout: float = 300.0) -> float:
+    """Wait until the machine is quiet: less than ``max_busy_cores`` of CPU busy
+    over ``window`` seconds. Gives up after ``timeout``; returns seconds waited."""
+    t0 = time.monotonic()
+    while True:
+        a = cpu_busy_seconds()
+        time.sleep(window)
+        busy = (cpu_busy_seconds() - a) / window
+        waited = time.monotonic() - t0
+        if busy <= max_busy_cores or waited >= timeout:
+            return waited
 
 
 def run_measured(
@@ -154,6 +212,10 @@ def run_measured(
 
     if sync_first:
         os.sync()  # do not let writeback of the previous step overlap this one
+    if WAIT_IDLE_TIMEOUT > 0:
+        waited = wait_for_idle(timeout=WAIT_IDLE_TIMEOUT)
+        if waited > 2.5:
+            print(f"    (waited {waited:.0f} s for the machine to be idle)", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="osmo-bench-run-"))
     if log_dir:
         log_dir = Path(log_dir)
@@ -171,7 +233,9 @@ def run_measured(
             sampler = _Sampler(p.pid)
             sampler.start()
             t0 = time.perf_counter()
+            busy0 = cpu_busy_seconds()
             _, status, ru = os.wait4(p.pid, 0)
+            busy = cpu_busy_seconds() - busy0
             outer_seconds = time.perf_counter() - t0
             peak_tree = sampler.stop()
         p.returncode = os.waitstatus_to_exitcode(status)
@@ -189,6 +253,10 @@ def run_measured(
         seconds=float(res["seconds"]),
         maxrss_bytes=int(res["maxrss_kib"]) * 1024,
         tree_peak_rss_bytes=peak_tree,
+        tree_peak_anon_bytes=sampler.peak_anon,
+        cpu_seconds=float(res.get("cpu_seconds", 0.0)),
+        # everything busy meanwhile minus the launcher and the tool (ru covers both)
+        foreign_cpu_seconds=max(0.0, busy - (ru.ru_utime + ru.ru_stime)),
         stdout=stdout,
         stderr=stderr,
     )

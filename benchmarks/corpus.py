@@ -269,11 +269,17 @@ def list_files(root: str | os.PathLike) -> list[str]:
     return out
 
 
-def _edit_big(data: bytes, rng: random.Random) -> tuple[bytes, dict]:
+def _edit_big(
+    data: bytes,
+    rng: random.Random,
+    fraction: float = EDIT_FRACTION,
+    size_min: int = EDIT_SIZE_MIN,
+    size_max: int = EDIT_SIZE_MAX,
+) -> tuple[bytes, dict]:
     """Apply dense small inserts/deletes/overwrites to ``data``."""
     size = len(data)
-    budget = max(1, round(EDIT_FRACTION * size))
-    lo, hi = math.log2(EDIT_SIZE_MIN), math.log2(EDIT_SIZE_MAX)
+    budget = max(1, round(fraction * size))
+    lo, hi = math.log2(size_min), math.log2(max(size_min, size_max))
     edits = []
     planned = 0
     while planned < budget:
@@ -309,9 +315,19 @@ def _edit_big(data: bytes, rng: random.Random) -> tuple[bytes, dict]:
 
 
 def make_v2(
-    src_v1: str | os.PathLike, dest: str | os.PathLike, seed: int = 1
+    src_v1: str | os.PathLike,
+    dest: str | os.PathLike,
+    seed: int = 1,
+    *,
+    edit_fraction: float = EDIT_FRACTION,
+    edit_size_min: int = EDIT_SIZE_MIN,
+    edit_size_max: int = EDIT_SIZE_MAX,
 ) -> dict:
-    """Write version 2 into ``dest``: a copy of ``src_v1`` with the edits."""
+    """Write version 2 into ``dest``: a copy of ``src_v1`` with the edits.
+
+    ``edit_fraction`` and ``edit_size_min/max`` set the edits of the big
+    files (see the module docstring); the defaults are the benchmark's.
+    """
     src = Path(src_v1)
     dest = Path(dest)
     _prepare_dest(dest)
@@ -356,7 +372,10 @@ def make_v2(
         if rel in edited:
             data = (src / rel).read_bytes()
             edited_bytes += len(data)
-            new, st = _edit_big(data, random.Random(f"osmo-bench-v2/{seed}/{rel}"))
+            new, st = _edit_big(
+                data, random.Random(f"osmo-bench-v2/{seed}/{rel}"),
+                edit_fraction, edit_size_min, edit_size_max,
+            )
             for k, v in st.items():
                 edit_stats[k] += v
             _write(dest / rel, new)
@@ -386,6 +405,8 @@ def make_v2(
         "bytes": total,
         "big_files_edited": len(edited),
         "big_bytes_edited_files": edited_bytes,
+        "edit_fraction": edit_fraction,
+        "edit_size_range": [edit_size_min, edit_size_max],
         "edits": edit_stats["edits"],
         "edits_per_mib_of_edited_files": round(edit_stats["edits"] / max(1, edited_bytes / MiB), 2),
         "edit_ops": {k: edit_stats[k] for k in ("insert", "delete", "overwrite")},
@@ -446,13 +467,20 @@ def main(argv: list[str] | None = None) -> int:
     a2.add_argument("src")
     a2.add_argument("dest")
     a2.add_argument("--seed", type=int, default=1)
+    a2.add_argument("--edit-fraction", type=float, default=EDIT_FRACTION,
+                    help="edited bytes per edited big file, as a fraction of its size")
+    a2.add_argument("--edit-size-min", type=int, default=EDIT_SIZE_MIN)
+    a2.add_argument("--edit-size-max", type=int, default=EDIT_SIZE_MAX)
     a3 = sub.add_parser("hash", help="print the tree digest of DIR")
     a3.add_argument("dir")
     args = ap.parse_args(argv)
     if args.cmd == "v1":
         print(json.dumps(make_v1(args.dest, scale=args.scale, seed=args.seed), indent=2))
     elif args.cmd == "v2":
-        print(json.dumps(make_v2(args.src, args.dest, seed=args.seed), indent=2))
+        print(json.dumps(make_v2(args.src, args.dest, seed=args.seed,
+                                 edit_fraction=args.edit_fraction,
+                                 edit_size_min=args.edit_size_min,
+                                 edit_size_max=args.edit_size_max), indent=2))
     else:
         print(tree_digest(args.dir))
     return 0

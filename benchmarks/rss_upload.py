@@ -22,7 +22,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._measure import MB, CommandFailed, osmo_available, osmo_command, run_measured, warm
+from benchmarks._measure import (
+    MB,
+    CommandFailed,
+    osmo_available,
+    osmo_command,
+    run_measured,
+    set_wait_idle,
+    warm,
+)
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -99,6 +107,9 @@ def measure_rss_upload(gib: float, workdir: Path, osmo_cmd: list[str], keep: boo
             "mbps": total / MB / m.seconds,
             "peak_rss_mb": m.maxrss_bytes / MB,
             "tree_peak_rss_mb": m.tree_peak_rss_bytes / MB,
+            "tree_peak_anon_rss_mb": m.tree_peak_anon_bytes / MB,
+            "cpu_seconds": m.cpu_seconds,
+            "foreign_cpu_seconds": m.foreign_cpu_seconds,
             "target_mb": RSS_TARGET_MB,
             "pass": m.maxrss_bytes / MB <= RSS_TARGET_MB and m.tree_peak_rss_bytes / MB <= RSS_TARGET_MB,
             "osmo_report": report,
@@ -116,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep data and store")
     ap.add_argument("--warm", action="store_true", help="read the data once before uploading")
     ap.add_argument("--json", dest="json_out", help="write the result to this JSON file")
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                    help="before uploading wait up to SECONDS for the machine to be idle")
     args = ap.parse_args(argv)
+    set_wait_idle(args.wait_idle)
 
     cmd = osmo_command(args.osmo_cmd)
     ok, why = osmo_available(cmd)
@@ -135,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"uploaded {r['bytes'] / MB:.1f} MB ({r['gib']:g} GiB, {r['files']} files) "
           f"in {r['seconds']:.2f} s = {r['mbps']:.1f} MB/s")
     print(f"peak RSS (wait4 ru_maxrss): {r['peak_rss_mb']:.1f} MB; "
-          f"process tree (sampled): {r['tree_peak_rss_mb']:.1f} MB; "
+          f"process tree (sampled): {r['tree_peak_rss_mb']:.1f} MB, of it anonymous "
+          f"{r['tree_peak_anon_rss_mb']:.1f} MB; "
           f"target <= {RSS_TARGET_MB:.0f} MB: {'PASS' if r['pass'] else 'MISS'}")
+    print(f"CPU: osmo {r['cpu_seconds']:.1f} s; other processes meanwhile {r['foreign_cpu_seconds']:.1f} s")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(r, indent=2))
     return 0 if r["pass"] else 1

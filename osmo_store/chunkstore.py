@@ -32,6 +32,7 @@ from osmo_store.packs import (
 TREE_PREFIX = "trees/"
 MAX_COALESCE = 16 * 1024 * 1024
 TAIL_GUESS = 64 * 1024
+WRITTEN_MEMORY = 1_000_000  # chunk ids an upload remembers having written (~100 MB at most)
 
 
 def tree_key(node_id: bytes) -> str:
@@ -110,7 +111,10 @@ class ChunkStore:
         first, last = run[0][1], run[-1][1]
         key = pack_key(first.pack_id)
         length = last.offset + last.stored_length - first.offset
-        data = self.blob.get_range(key, first.offset, length)
+        try:
+            data = self.blob.get_range(key, first.offset, length)
+        except NotFoundError:
+            raise IntegrityError(f"pack {key} is missing from the store (run 'osmo store verify')") from None
         if len(data) != length:
             raise IntegrityError(f"pack {key} is shorter than the index says")
         view = memoryview(data)
@@ -196,6 +200,7 @@ class PackWriter:
         self.stats = WriteStats()
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()  # chunks accepted in this session but not yet indexed
+        self._written: set[bytes] = set()  # chunks this session already wrote (bounded, see add)
         self._builder = PackBuilder()
         self._target = store.config.pack_target_size
         self._compress = store.config.compression == "zstd"
@@ -224,7 +229,10 @@ class PackWriter:
                 self.stats.chunks_dedup += 1
             return False
         with self._lock:
-            if chunk_id in self._pending:
+            seen = chunk_id in self._pending or chunk_id in self._written
+            if not seen and txn is not None and len(self._written) >= WRITTEN_MEMORY:
+                seen = self.store.index.chunk_location(chunk_id) is not None  # snapshot may be stale
+            if seen:
                 self.stats.chunks_dedup += 1
                 return False
             self._pending.add(chunk_id)
@@ -275,7 +283,10 @@ class PackWriter:
         with self._lock:
             self.stats.packs_written += 1
             self.stats.bytes_written += len(data)
-            self._pending.difference_update(e.chunk_id for e in entries)
+            ids = [e.chunk_id for e in entries]
+            self._pending.difference_update(ids)
+            if len(self._written) < WRITTEN_MEMORY:
+                self._written.update(ids)
 
     def flush(self) -> None:
         """Write the partly filled pack and wait: afterwards every added chunk is durable and indexed."""

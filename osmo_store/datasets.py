@@ -15,11 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
-
 from osmo_store.blob import BlobStore
 from osmo_store.catalog import Catalog
-from osmo_store.errors import AlreadyExistsError, IntegrityError, NotFoundError, UsageError
+from osmo_store.errors import AlreadyExistsError, NotFoundError, UsageError
+from osmo_store.events import decode_event, encode_event
 from osmo_store.ids import LATEST, Ref, check_name, check_tag
 
 LOG_PREFIX = "log/"
@@ -29,20 +28,6 @@ SYNC_BATCH = 1000
 
 def log_key(seq: int) -> str:
     return f"{LOG_PREFIX}{seq:012d}"
-
-
-def encode_event(event: dict) -> bytes:
-    return msgpack.packb(event, use_bin_type=True)
-
-
-def decode_event(seq: int, data: bytes) -> dict:
-    try:
-        event = msgpack.unpackb(data, raw=False)
-    except Exception as exc:
-        raise IntegrityError(f"event {log_key(seq)} is not valid msgpack ({exc})") from None
-    if not isinstance(event, dict) or not isinstance(event.get("op"), str) or "dataset" not in event:
-        raise IntegrityError(f"event {log_key(seq)} is malformed")
-    return event
 
 
 def current_user() -> str:
@@ -71,7 +56,7 @@ class DatasetLog:
                     data = self.blob.get(log_key(seq))
                 except NotFoundError:
                     break
-                batch.append((seq, decode_event(seq, data)))
+                batch.append((seq, decode_event(log_key(seq), data)))
                 seq += 1
             if not batch:
                 return last
@@ -122,13 +107,18 @@ class DatasetLog:
 
     # changes ----------------------------------------------------------------------------------
 
-    def commit_version(self, name: str, fields: dict[str, Any], tags: list[str]) -> dict:
-        """Append a version event with the next number; returns the committed record."""
+    @staticmethod
+    def check_new_version(name: str, tags: list[str]) -> None:
+        """Validate a dataset name and the tags an upload will set (before any data is written)."""
         check_name(name)
         for tag in tags:
             check_tag(tag)
             if tag == LATEST:
                 raise UsageError("the tag 'latest' is maintained automatically")
+
+    def commit_version(self, name: str, fields: dict[str, Any], tags: list[str]) -> dict:
+        """Append a version event with the next number; returns the committed record."""
+        self.check_new_version(name, tags)
 
         def build() -> dict:
             dsid = self.catalog.dataset_id(name)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from osmo_store.catalog import Catalog
 from osmo_store.chunkstore import TREE_PREFIX, ChunkStore
 from osmo_store.datasets import DatasetLog
-from osmo_store.errors import IntegrityError, NotFoundError, OsmoError
+from osmo_store.errors import OsmoError
 from osmo_store.index import LocalIndex
 from osmo_store.manifest import LEAF, iter_nodes
 from osmo_store.packs import PACK_PREFIX, pack_id_from_key, pack_key
@@ -71,7 +71,7 @@ def verify(chunks: ChunkStore, catalog: Catalog, log: DatasetLog, read_data: boo
                                 problem(f"{where} {entry.path}: chunk {cid.hex()[:16]} is not in any pack")
                             elif pack_key(loc.pack_id) not in stored:
                                 problem(f"{where} {entry.path}: pack {pack_key(loc.pack_id)} is missing")
-            except (IntegrityError, NotFoundError) as exc:
+            except OsmoError as exc:
                 problem(f"{where}: {exc}")
     report.chunks = len(seen)
     for key in sorted(stored):

@@ -208,11 +208,6 @@ def test_dedup_across_versions_and_datasets_and_diff(cli, tmp_path):
     assert all(v1_tree[p][1] == len(files[p]) for p in files)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a chunk that recurs within one upload is stored again once the pack "
-                                       "holding its first copy has been written: transfer/upload.py "
-                                       "Uploader._process looks chunks up in an index read transaction opened at "
-                                       "the start of the file, and chunkstore.PackWriter._write drops written ids "
-                                       "from _pending, so PackWriter.add sees neither")
 def test_a_chunk_repeated_within_one_upload_is_stored_once(cli, tmp_path):
     cli.init_tiny()
     rng = random.Random(3)
@@ -493,9 +488,6 @@ def test_bad_names_and_references_exit_2(shared, tmp_path, args, needle):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: 'upload NAME:latest' (and any tag check_tag rejects) is refused only "
-                                       "in DatasetLog.commit_version, after every chunk and manifest node was "
-                                       "written; the CLI upload command should validate the tag before uploading")
 def test_upload_with_a_reserved_tag_is_refused_before_storing_anything(cli, tmp_path):
     cli.init_tiny()
     src = tmp_path / "src"

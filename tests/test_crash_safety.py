@@ -252,10 +252,6 @@ def test_full_disk_exits_8_and_recovers_after_space_is_freed(tmp_path, small_dis
     assert cli("store", "verify", "--read-data").code == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a download whose destination runs out of space ends with "
-                                       "'internal error: OSError: [Errno 28] No space left on device' and exit 70: "
-                                       "transfer/download.py Downloader._write does not turn OSError from writing "
-                                       "the destination into an OsmoError")
 def test_download_to_a_full_disk_exits_8_cleanly(cli, tmp_path):
     cli("store", "init", "--pack-size", str(PACK_SIZE))
     src = tmp_path / "src"

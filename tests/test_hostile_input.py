@@ -162,10 +162,6 @@ def test_deleted_pack(cli, tmp_path, store):
     assert no_part_files(fresh)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: downloading a version whose pack is missing from the store exits 3 "
-                                       "('no object packs/..', the NotFoundError of LocalBlobStore.get_range passed "
-                                       "through ChunkStore._read_run) although the README reserves 3 for a missing "
-                                       "dataset/version/tag/store and verify reports the same damage with 5")
 def test_download_with_a_deleted_pack_exits_5(cli, tmp_path, store):
     path, _, _ = victim_chunk(cli, tmp_path)
     os.remove(path)
@@ -223,9 +219,6 @@ def test_manifest_with_unsafe_path_is_refused(cli, tmp_path, store, arena, unsaf
     assert_error(cli("dataset", "inspect", "evil", check=False), 6, repr(unsafe))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: store verify aborts with exit 6 on a manifest with an unsafe path "
-                                       "instead of reporting it as a problem (exit 5): maintenance.verify catches "
-                                       "only IntegrityError/NotFoundError, not UnsafePathError")
 def test_verify_reports_unsafe_manifest_as_a_problem(cli, tmp_path, store):
     real = entries_of(cli, tmp_path, "ds:1")["other.txt"]
     inject_version(cli.store, "evil", leaf(dataclasses.replace(real, path="../evil")))
@@ -326,10 +319,6 @@ def test_malformed_manifest_node_exits_5(cli, tmp_path, store, kind, needle):
     assert_error(cli("dataset", "inspect", "bad", check=False), 5, needle)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a manifest holding both a file 'a' and a file 'a/b' is not rejected; "
-                                       "download crashes with an internal error (exit 70, IsADirectoryError from "
-                                       "os.rename in transfer/download.py Downloader._write) or exit 2, depending "
-                                       "on thread timing, instead of exit 5")
 def test_manifest_with_file_and_folder_of_the_same_name_exits_5(cli, tmp_path, store):
     real = entries_of(cli, tmp_path, "ds:1")["other.txt"]
     inject_version(cli.store, "clash", leaf(dataclasses.replace(real, path="a"),
@@ -348,11 +337,6 @@ def test_file_not_matching_its_digest_is_not_written(cli, tmp_path, store):
     assert no_part_files(dest)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a manifest entry may claim chunk lengths (and a file size) that differ "
-                                       "from the real chunks: transfer/download.py Downloader._write never checks "
-                                       "the bytes written against FileEntry.size or each chunk against its listed "
-                                       "length, so download exits 0, writes a shorter file and reports the claimed "
-                                       "'bytes'")
 def test_manifest_lying_about_chunk_lengths_exits_5(cli, tmp_path, store):
     real = entries_of(cli, tmp_path, "ds:1")["other.txt"]
     (cid, n), = real.chunks
@@ -388,10 +372,6 @@ MALFORMED_EVENTS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: events that are valid msgpack maps but lack or mistype fields are "
-                                       "not validated (datasets.decode_event / catalog._apply): commands fail with "
-                                       "'internal error' exit 70 (KeyError, AttributeError, ValueError from "
-                                       "bytes.fromhex) or accept the event, instead of exit 5 naming the event")
 @pytest.mark.parametrize("event", list(MALFORMED_EVENTS.values()), ids=list(MALFORMED_EVENTS))
 def test_malformed_event_exits_5_naming_it(cli, tmp_path, store, event):
     blob = LocalBlobStore(cli.store)

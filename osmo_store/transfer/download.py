@@ -9,6 +9,7 @@ component at a time and a symbolic link on the way is refused, so nothing lands 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 
 from osmo_store import hashing
 from osmo_store.chunkstore import ChunkStore
-from osmo_store.errors import IntegrityError, UnsafePathError, UsageError
-from osmo_store.manifest import FileEntry, check_path, iter_entries
+from osmo_store.errors import BackendError, IntegrityError, UnsafePathError, UsageError
+from osmo_store.manifest import FileEntry, iter_entries
 from osmo_store.transfer.filters import PathFilter
 from osmo_store.transfer.progress import Progress
 
@@ -50,8 +51,7 @@ class Downloader:
         start = time.monotonic()
         keep = PathFilter(include, exclude)
         entries = [e for e in iter_entries(self.chunks.get_tree, root) if keep(e.path)]
-        for e in entries:
-            check_path(e.path)
+        _check_no_file_folder_clash(entries)
         try:
             os.makedirs(dest, exist_ok=True)
         except OSError as exc:
@@ -97,24 +97,52 @@ class Downloader:
                 _set_attributes(target, entry)
                 return 1
         tmp = os.path.join(folder, f"{PART_PREFIX}{uuid.uuid4().hex}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise _write_error(exc, target) from None
         try:
             with os.fdopen(fd, "wb") as f:
                 h = hashing.hasher()
-                for chunk in self.chunks.read_chunks(cid for cid, _ in entry.chunks):
+                chunks = self.chunks.read_chunks(cid for cid, _ in entry.chunks)
+                for (cid, length), chunk in zip(entry.chunks, chunks):
+                    if len(chunk) != length:
+                        raise IntegrityError(f"{entry.path}: chunk {cid.hex()[:16]} is {len(chunk)} bytes, "
+                                             f"the manifest says {length}")
                     f.write(chunk)
                     h.update(chunk)
             if h.digest() != entry.digest:
                 raise IntegrityError(f"{entry.path}: downloaded content does not match its digest")
             _set_attributes(tmp, entry)
             os.rename(tmp, target)
-        except BaseException:
+        except BaseException as exc:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
+            if isinstance(exc, OSError):
+                raise _write_error(exc, target) from None
             raise
         return 0
+
+
+def _write_error(exc: OSError, target: str) -> Exception:
+    if exc.errno == errno.ENOSPC:
+        return BackendError(f"{target}: cannot write: disk full")
+    if isinstance(exc, IsADirectoryError):
+        return UsageError(f"{target}: is a folder, but the dataset has a file there")
+    return BackendError(f"{target}: cannot write: {exc.strerror or exc}")
+
+
+def _check_no_file_folder_clash(entries: list[FileEntry]) -> None:
+    """A manifest may not hold both a file ``a`` and a file under ``a/`` (a crafted manifest)."""
+    files = {e.path for e in entries}
+    for e in entries:
+        parts = e.path.split("/")
+        for i in range(1, len(parts)):
+            folder = "/".join(parts[:i])
+            if folder in files:
+                raise IntegrityError(f"manifest has both a file {folder!r} and a file {e.path!r} under it")
 
 
 def _set_attributes(path: str, entry: FileEntry) -> None:

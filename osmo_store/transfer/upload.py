@@ -81,6 +81,8 @@ class Uploader:
         start = time.monotonic()
         if not req.paths:
             raise UsageError("give at least one folder or file to upload")
+        self.log.check_new_version(req.dataset, list(req.tags))
+        self.chunks.refresh_packs()  # deduplicate against packs other clients wrote
         scanned = scan(req.paths, PathFilter(req.include, req.exclude))
         writer = self.chunks.writer()
         tree = TreeBuilder(writer.put_tree, self.chunks.config.manifest_node_entries)
