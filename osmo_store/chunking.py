@@ -8,6 +8,7 @@ stream at once, while memory stays at about one block whatever the file size.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -32,6 +33,14 @@ class Chunker:
             normalized_chunking=1,
             seed=0,
         )
+        self._local = threading.local()
+
+    def _buffer(self) -> bytearray:
+        """This thread's read buffer, allocated once (zeroing 8 MiB per small file would dominate)."""
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = bytearray(self.block_size + self.params.max_size)
+        return buf
 
     def cut(self, data: bytes) -> Iterator[memoryview]:
         """Cut an in-memory buffer; yields views into ``data``."""
@@ -42,8 +51,9 @@ class Chunker:
         """Cut a binary stream read in blocks into one reused buffer.
 
         Each yielded view is valid only until the next one is requested: consumers copy what they keep.
+        The buffer is reused by the next stream of the same thread.
         """
-        buf = bytearray(self.block_size + self.params.max_size)
+        buf = self._buffer()
         view = memoryview(buf)
         filled = 0
         while True:
