@@ -91,11 +91,16 @@ class ChunkStore:
             raise NotFoundError(f"chunk {chunk_id.hex()[:16]} is not in the store (run 'osmo store verify')")
         return loc
 
+    def locate_many(self, chunk_ids: Iterable[bytes]) -> list[tuple[bytes, ChunkLocation]]:
+        """Locations of many chunks, looked up in one index transaction."""
+        with self.index.read() as txn:
+            found = [(cid, self.index.chunk_location(cid, txn)) for cid in chunk_ids]
+        return [(cid, loc if loc is not None else self.locate(cid)) for cid, loc in found]
+
     def read_chunks(self, chunk_ids: Iterable[bytes]) -> Iterator[bytes]:
         """The chunks in order; adjacent chunks of one pack are fetched with one range read."""
         run: list[tuple[bytes, ChunkLocation]] = []
-        for cid in chunk_ids:
-            loc = self.locate(cid)
+        for cid, loc in self.locate_many(chunk_ids):
             if run:
                 first, last = run[0][1], run[-1][1]
                 contiguous = (loc.pack_id == last.pack_id and loc.offset == last.offset + last.stored_length
@@ -195,7 +200,7 @@ class PackWriter:
     a few packs. A write error is raised by the next ``add`` or by ``flush``.
     """
 
-    def __init__(self, store: ChunkStore, queue_depth: int = 2) -> None:
+    def __init__(self, store: ChunkStore, queue_depth: int = 1) -> None:
         self.store = store
         self.stats = WriteStats()
         self._lock = threading.Lock()
@@ -277,12 +282,14 @@ class PackWriter:
 
     def _write(self, builder: PackBuilder) -> None:
         entries = list(builder.entries)
-        pack_id, data = builder.seal()
-        self.store.blob.put(pack_key(pack_id), data)
-        self.store.index.add_pack(pack_id, len(data), entries)
+        pack_id, parts = builder.seal_parts()
+        size = sum(len(p) for p in parts)
+        self.store.blob.put_parts(pack_key(pack_id), parts)
+        del parts
+        self.store.index.add_pack(pack_id, size, entries)
         with self._lock:
             self.stats.packs_written += 1
-            self.stats.bytes_written += len(data)
+            self.stats.bytes_written += size
             ids = [e.chunk_id for e in entries]
             self._pending.difference_update(ids)
             if len(self._written) < WRITTEN_MEMORY:

@@ -81,13 +81,21 @@ class PackBuilder:
         self.entries.append(entry)
         return entry
 
-    def seal(self) -> tuple[bytes, bytes]:
-        """Return ``(pack_id, pack_bytes)``; the builder must not be used afterwards."""
+    def seal_parts(self) -> tuple[bytes, list[bytes]]:
+        """Return ``(pack_id, parts)``: the pack as pieces to write back to back, without joining
+        them (a 32 MiB copy saved per pack). The builder must not be used afterwards."""
         footer = msgpack.packb([e.encode() for e in self.entries], use_bin_type=True)
         self._parts += [footer, struct.pack("<I", len(footer)) + hashing.digest(footer) + END_MAGIC]
-        data = b"".join(self._parts)
-        self._parts = []
-        return hashing.digest(data), data
+        parts, self._parts = self._parts, []
+        h = hashing.hasher()
+        for part in parts:
+            h.update(part)
+        return h.digest(), parts
+
+    def seal(self) -> tuple[bytes, bytes]:
+        """Return ``(pack_id, pack_bytes)``; the builder must not be used afterwards."""
+        pack_id, parts = self.seal_parts()
+        return pack_id, b"".join(parts)
 
 
 def parse_tail(tail: bytes, pack_size: int, where: str) -> list[PackEntry]:

@@ -14,6 +14,7 @@ checks:
   cannot promise this set ``supports_exclusive_create = False``.
 * ``list(prefix)`` yields every key that starts with ``prefix`` and was completely written before the
   call began, in lexicographic order; never a temporary or partial object.
+* ``put_parts`` is ``put`` of the concatenation of its parts (backends may stream them).
 * ``delete`` removes a key; deleting a missing key is not an error.
 * ``size`` returns an object's length or raises ``NotFoundError``.
 * Read-after-write: a successful ``put``/``create`` is visible to every later call.
@@ -68,6 +69,10 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def size(self, key: str) -> int: ...
+
+    def put_parts(self, key: str, parts: list[bytes]) -> None:
+        """``put`` of the concatenation of ``parts``; backends that can stream them override it."""
+        self.put(key, b"".join(parts))
 
     def exists(self, key: str) -> bool:
         from osmo_store.errors import NotFoundError

@@ -31,6 +31,10 @@ class BlobStoreConformance:
         assert store.get("empty") == b""
         assert store.size("empty") == 0
 
+    def test_put_parts(self, store: BlobStore) -> None:
+        store.put_parts("parts/x", [b"ab", b"", b"cde"])
+        assert store.get("parts/x") == b"abcde"
+
     def test_put_replaces(self, store: BlobStore) -> None:
         store.put("k", b"one")
         store.put("k", b"two-two")

@@ -58,16 +58,17 @@ class LocalBlobStore(BlobStore):
         except OSError as exc:
             raise self._fail(exc, key, "read") from None
 
-    def _write_temp(self, path: str, data: bytes) -> str:
+    def _write_temp(self, path: str, data: bytes | list[bytes]) -> str:
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            for part in data if isinstance(data, list) else [data]:
+                view = memoryview(part)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -77,9 +78,12 @@ class LocalBlobStore(BlobStore):
         return tmp
 
     def put(self, key: str, data: bytes) -> None:
+        self.put_parts(key, [data])
+
+    def put_parts(self, key: str, parts: list[bytes]) -> None:
         path = self._path(key)
         try:
-            tmp = self._write_temp(path, data)
+            tmp = self._write_temp(path, parts)
             try:
                 os.replace(tmp, path)
             except BaseException:

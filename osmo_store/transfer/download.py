@@ -57,6 +57,7 @@ class Downloader:
         except OSError as exc:
             raise UsageError(f"{dest}: cannot create destination folder: {exc.strerror}") from None
         base = os.path.realpath(dest)
+        self._folders: set[str] = set()  # folders this download created or checked
         skipped = 0
         self.progress.start(label, len(entries), sum(e.size for e in entries))
         try:
@@ -84,7 +85,7 @@ class Downloader:
 
     def _write(self, base: str, entry: FileEntry) -> int:
         parts = entry.path.split("/")
-        folder = _ensure_folders(base, parts[:-1], entry.path)
+        folder = _ensure_folders(base, parts[:-1], entry.path, self._folders)
         target = os.path.join(folder, parts[-1])
         try:
             st = os.lstat(target)
@@ -102,18 +103,20 @@ class Downloader:
         except OSError as exc:
             raise _write_error(exc, target) from None
         try:
-            with os.fdopen(fd, "wb") as f:
+            with os.fdopen(fd, "wb", buffering=0) as f:
                 h = hashing.hasher()
                 chunks = self.chunks.read_chunks(cid for cid, _ in entry.chunks)
                 for (cid, length), chunk in zip(entry.chunks, chunks):
                     if len(chunk) != length:
                         raise IntegrityError(f"{entry.path}: chunk {cid.hex()[:16]} is {len(chunk)} bytes, "
                                              f"the manifest says {length}")
-                    f.write(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[f.write(view):]
                     h.update(chunk)
-            if h.digest() != entry.digest:
-                raise IntegrityError(f"{entry.path}: downloaded content does not match its digest")
-            _set_attributes(tmp, entry)
+                if h.digest() != entry.digest:
+                    raise IntegrityError(f"{entry.path}: downloaded content does not match its digest")
+                _set_attributes(f.fileno(), entry)
             os.rename(tmp, target)
         except BaseException as exc:
             try:
@@ -145,16 +148,22 @@ def _check_no_file_folder_clash(entries: list[FileEntry]) -> None:
                 raise IntegrityError(f"manifest has both a file {folder!r} and a file {e.path!r} under it")
 
 
-def _set_attributes(path: str, entry: FileEntry) -> None:
+def _set_attributes(path: str | int, entry: FileEntry) -> None:
     os.chmod(path, entry.mode & 0o777)
     os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
 
 
-def _ensure_folders(base: str, parts: list[str], path: str) -> str:
-    """Create ``base/parts...`` refusing symbolic links and non-folders on the way."""
+def _ensure_folders(base: str, parts: list[str], path: str, known: set[str]) -> str:
+    """Create ``base/parts...`` refusing symbolic links and non-folders on the way.
+
+    ``known`` holds folders already checked by this download (a set shared by the writer threads;
+    adding to it is atomic), so each folder is looked at once.
+    """
     current = base
     for part in parts:
         current = os.path.join(current, part)
+        if current in known:
+            continue
         try:
             st = os.lstat(current)
         except FileNotFoundError:
@@ -168,4 +177,5 @@ def _ensure_folders(base: str, parts: list[str], path: str) -> str:
                 f"refusing to write {path!r}: {current} is a symbolic link and could lead outside the destination")
         if not stat.S_ISDIR(st.st_mode):
             raise UsageError(f"cannot write {path!r}: {current} exists and is not a folder")
+        known.add(current)
     return current
