@@ -31,6 +31,7 @@ from osmo_store.transfer.scan import SourceFile, scan
 
 RACY_SECONDS = 2  # files modified this recently are not put in the stat cache
 STAT_BATCH = 1000
+SNAPSHOT_CHUNKS = 256  # chunks looked up in one index read snapshot
 
 
 @dataclass
@@ -153,8 +154,9 @@ class Uploader:
             f = open(src.abspath, "rb")
         except OSError as exc:
             raise UsageError(f"{src.abspath}: cannot read: {exc.strerror}") from None
-        with f, self.index.read() as txn:
-            try:
+        txn = self.index.env.begin()
+        try:
+            with f:
                 for view in self.chunker.stream(f):
                     if self._cancel.is_set():
                         raise Cancelled()
@@ -162,8 +164,15 @@ class Uploader:
                     h.update(view)
                     writer.add(cid, view, txn)
                     chunks.append((cid, len(view)))
-            except OSError as exc:
-                raise UsageError(f"{src.abspath}: read failed: {exc.strerror}") from None
+                    if len(chunks) % SNAPSHOT_CHUNKS == 0:
+                        # a long-lived read snapshot keeps LMDB from reusing pages: the index
+                        # file, and with it the mapped memory, would grow with the upload
+                        txn.abort()
+                        txn = self.index.env.begin()
+        except OSError as exc:
+            raise UsageError(f"{src.abspath}: read failed: {exc.strerror}") from None
+        finally:
+            txn.abort()
         size = sum(n for _, n in chunks)
         return FileEntry(src.path, size, src.mode, src.mtime_ns, h.digest(), tuple(chunks)), False
 
