@@ -40,6 +40,17 @@ def tree_key(node_id: bytes) -> str:
     return f"{TREE_PREFIX}{h[:2]}/{h}"
 
 
+def tree_id_from_key(key: str) -> bytes:
+    """The node id named by a ``trees/`` key; anything else there is an integrity error."""
+    try:
+        node_id = bytes.fromhex(key.rsplit("/", 1)[-1])
+    except ValueError:
+        raise IntegrityError(f"unexpected object {key} among manifest nodes") from None
+    if len(node_id) != 32 or tree_key(node_id) != key:
+        raise IntegrityError(f"unexpected object {key} among manifest nodes")
+    return node_id
+
+
 _local = threading.local()
 
 

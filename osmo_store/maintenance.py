@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from osmo_store.catalog import Catalog
-from osmo_store.chunkstore import TREE_PREFIX, ChunkStore
+from osmo_store.chunkstore import TREE_PREFIX, ChunkStore, tree_id_from_key
 from osmo_store.datasets import DatasetLog
 from osmo_store.errors import OsmoError
 from osmo_store.index import LocalIndex
 from osmo_store.manifest import LEAF, iter_nodes
-from osmo_store.packs import PACK_PREFIX, pack_id_from_key, pack_key
+from osmo_store.packs import PACK_PREFIX, pack_key
 
 
 @dataclass
@@ -105,7 +105,7 @@ def reindex(chunks: ChunkStore, index: LocalIndex, log: DatasetLog,
             on_pack()
     with index.write() as txn:
         for key in chunks.blob.list(TREE_PREFIX):
-            node_id = pack_id_from_key(key.replace(TREE_PREFIX, PACK_PREFIX, 1))
+            node_id = tree_id_from_key(key)
             index.add_tree(node_id, chunks.blob.size(key), txn)
     log.sync()
     return warnings
