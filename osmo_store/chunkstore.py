@@ -32,6 +32,7 @@ from osmo_store.packs import (
 TREE_PREFIX = "trees/"
 MAX_COALESCE = 16 * 1024 * 1024
 TAIL_GUESS = 64 * 1024
+MAX_PACK_WRITERS = 4  # packs uploaded at once to an object store (each holds one pack in memory)
 WRITTEN_MEMORY = 1_000_000  # chunk ids an upload remembers having written (~100 MB at most)
 
 
@@ -206,12 +207,14 @@ class ChunkStore:
 class PackWriter:
     """A thread-safe upload session: ``add`` chunks from many threads, then ``flush`` and ``close``.
 
-    Sealed packs go through a small queue to one background thread that writes them and records them
-    in the index, so chunking goes on while a pack is being written; the queue bound keeps memory at
-    a few packs. A write error is raised by the next ``add`` or by ``flush``.
+    Sealed packs go through a small queue to background threads that write them and record them in
+    the index, so chunking goes on while packs are being written. There is one writer thread for a
+    local disk and up to ``MAX_PACK_WRITERS`` for object stores (their ``concurrency``); the queue
+    holds as many packs as there are writers, which bounds memory at about ``2 x writers`` packs.
+    A write error is raised by the next ``add`` or by ``flush``.
     """
 
-    def __init__(self, store: ChunkStore, queue_depth: int = 1) -> None:
+    def __init__(self, store: ChunkStore, writers: int | None = None) -> None:
         self.store = store
         self.stats = WriteStats()
         self._lock = threading.Lock()
@@ -221,8 +224,9 @@ class PackWriter:
         self._target = store.config.pack_target_size
         self._compress = store.config.compression == "zstd"
         self._level = store.config.compression_level
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_depth)
-        self._thread: threading.Thread | None = None
+        self._writers = max(1, min(writers or getattr(store.blob, "concurrency", 1), MAX_PACK_WRITERS))
+        self._queue: queue.Queue = queue.Queue(maxsize=self._writers)
+        self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
         self._abandoned = False
 
@@ -271,11 +275,13 @@ class PackWriter:
         return True
 
     def _enqueue(self, builder: PackBuilder) -> None:
-        if self._thread is None:
+        if not self._threads:
             with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="osmo-pack-writer", daemon=True)
-                    self._thread.start()
+                if not self._threads:
+                    self._threads = [threading.Thread(target=self._run, name=f"osmo-pack-writer-{i}", daemon=True)
+                                     for i in range(self._writers)]
+                    for thread in self._threads:
+                        thread.start()
         self._queue.put(builder)
 
     def _run(self) -> None:
@@ -312,7 +318,7 @@ class PackWriter:
             sealed, self._builder = self._builder, PackBuilder()
         if len(sealed):
             self._enqueue(sealed)
-        if self._thread is not None:
+        if self._threads:
             self._queue.join()
         if self._error is not None:
             raise self._error
@@ -320,10 +326,12 @@ class PackWriter:
     def close(self, abandon: bool = False) -> None:
         """Stop the writer thread; with ``abandon``, packs still queued are dropped (an aborted upload)."""
         self._abandoned = abandon
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+        if self._threads:
+            for _ in self._threads:
+                self._queue.put(None)
+            for thread in self._threads:
+                thread.join()
+            self._threads = []
 
     def put_tree(self, node_id: bytes, data: bytes) -> None:
         written = self.store.put_tree(node_id, data)

@@ -11,8 +11,10 @@ nothing is ever overwritten. The local catalog is the fold of the log (``catalog
 from __future__ import annotations
 
 import getpass
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from osmo_store.blob import BlobStore
@@ -46,21 +48,45 @@ class DatasetLog:
         self.clock = clock
 
     def sync(self) -> int:
-        """Fold every event after the catalog's last one; returns the last sequence number."""
+        """Fold every event after the catalog's last one; returns the last sequence number.
+
+        Only new events are read: one request per event plus one that finds the end. On object
+        stores the next events are fetched in parallel windows of ``blob.concurrency``.
+        """
         last = self.catalog.last_seq()
-        while True:
-            batch = []
-            seq = last + 1
-            while len(batch) < SYNC_BATCH:
-                try:
-                    data = self.blob.get(log_key(seq))
-                except NotFoundError:
-                    break
-                batch.append((seq, decode_event(log_key(seq), data)))
-                seq += 1
-            if not batch:
-                return last
-            last = self.catalog.apply_events(batch)
+        width = max(1, getattr(self.blob, "concurrency", 1))
+        pool = ThreadPoolExecutor(width, thread_name_prefix="osmo-log") if width > 1 else None
+        try:
+            while True:
+                batch = self._read_events(last + 1, pool, width)
+                if not batch:
+                    return last
+                last = self.catalog.apply_events(batch)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+
+    def _get_event(self, seq: int) -> bytes | None:
+        try:
+            return self.blob.get(log_key(seq))
+        except NotFoundError:
+            return None
+
+    def _read_events(self, first: int, pool: ThreadPoolExecutor | None, width: int) -> list[tuple[int, dict]]:
+        """Consecutive events from ``first`` up to the first missing one (at most ``SYNC_BATCH``)."""
+        batch: list[tuple[int, dict]] = []
+        seq = first
+        window = 1  # grows once events are found, so an up-to-date catalog costs one request
+        while len(batch) < SYNC_BATCH:
+            seqs = list(range(seq, seq + window))
+            found = list(pool.map(self._get_event, seqs)) if pool and window > 1 else [self._get_event(seq)]
+            for s, data in zip(seqs, found):
+                if data is None:
+                    return batch
+                batch.append((s, decode_event(log_key(s), data)))
+            seq += window
+            window = min(width * 4, SYNC_BATCH) if pool else 1
+        return batch
 
     def append(self, build: Callable[[], dict]) -> tuple[int, dict]:
         """Sync, build an event from the fresh state, and create it exclusively; retry on a race."""
@@ -69,6 +95,7 @@ class DatasetLog:
             event = build()
             event.setdefault("time", self.clock())
             event.setdefault("user", current_user())
+            event["nonce"] = os.urandom(8).hex()  # makes this writer's bytes unique (see blob/retry.py)
             try:
                 self.blob.create(log_key(last + 1), encode_event(event))
             except AlreadyExistsError:

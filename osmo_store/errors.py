@@ -56,6 +56,13 @@ class BackendError(OsmoError):
     exit_code = 8
 
 
+class TransientBackendError(BackendError):
+    """A failure that may succeed if the same request is repeated (timeout, reset, 5xx, throttling).
+
+    Backends raise it; only the retrying wrapper (``blob/retry.py``) acts on the difference.
+    """
+
+
 class Interrupted(OsmoError):
     """The user interrupted the operation (Ctrl-C); nothing partial became visible."""
 

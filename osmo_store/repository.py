@@ -25,6 +25,7 @@ from osmo_store.manifest import FileEntry, diff_trees, iter_entries, iter_nodes
 from osmo_store.transfer.download import DownloadResult, Downloader
 from osmo_store.transfer.progress import Progress
 from osmo_store.transfer.upload import UploadRequest, UploadResult, Uploader
+from osmo_store.userconfig import StoreLocation, UserConfig
 
 
 def default_store_url() -> str:
@@ -39,6 +40,20 @@ def default_cache_dir() -> str:
         return os.environ["OSMO_CACHE_DIR"]
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(cache, "osmo")
+
+
+def resolve_store(spec: str | None) -> tuple[StoreLocation, bool]:
+    """Where ``--store SPEC`` points (a configured name, a URL or a path; ``None``: the default),
+    and whether a missing store there may be created on first use (only the per-user default)."""
+    location = UserConfig.load().resolve(spec)
+    if location is None:
+        return StoreLocation(default_store_url()), True
+    return location, False
+
+
+def open_store_blob(spec: str | None) -> BlobStore:
+    location, _ = resolve_store(spec)
+    return open_blob_store(location.url, location.options)
 
 
 def init_store(blob: BlobStore, config: StoreConfig | None = None) -> StoreConfig:
@@ -65,10 +80,11 @@ class Repository:
     @classmethod
     def open(cls, url: str | None = None, create: bool = False, cache_dir: str | None = None,
              config: StoreConfig | None = None) -> "Repository":
-        """Open the store at ``url`` (default: the per-user store, created on first use)."""
-        if url is None:
-            url, create = default_store_url(), True
-        blob = open_blob_store(url)
+        """Open the store at ``url``: a configured store name, a URL or a path (default: the
+        configured default store, else the per-user store, created on first use)."""
+        location, create_default = resolve_store(url)
+        create = create or create_default
+        blob = open_blob_store(location.url, location.options)
         try:
             stored = StoreConfig.decode(blob.get(CONFIG_KEY))
         except NotFoundError:

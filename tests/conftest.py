@@ -17,6 +17,12 @@ from osmo_store.repository import Repository, config_with, init_store
 TINY = dict(min_size=256, avg_size=1024, max_size=4096, pack_target_size=16 * 1024, manifest_node_entries=4)
 
 
+@pytest.fixture(autouse=True)
+def _private_user_config(tmp_path, monkeypatch):
+    """Each test gets its own (absent) osmo config file, never the user's."""
+    monkeypatch.setenv("OSMO_CONFIG", str(tmp_path / "osmo-config.yaml"))
+
+
 @pytest.fixture
 def tiny_config():
     """Chunks of ~1 KiB, packs of 16 KiB and manifest nodes of ~4 entries: edge cases are cheap."""

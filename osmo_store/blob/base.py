@@ -18,7 +18,11 @@ checks:
 * ``delete`` removes a key; deleting a missing key is not an error.
 * ``size`` returns an object's length or raises ``NotFoundError``.
 * Read-after-write: a successful ``put``/``create`` is visible to every later call.
-* Failures of the medium raise ``BackendError`` naming the backend and key.
+* Failures of the medium raise ``BackendError`` naming the backend and key; failures that may
+  succeed when repeated raise its subclass ``TransientBackendError`` (only ``retry.py`` retries).
+
+``concurrency`` is how many requests in flight suit the backend (pack uploads, range reads): 1 for a
+local disk, more for object stores.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class BlobStore(abc.ABC):
     """A flat namespace of byte objects; see the module docstring for the guarantees."""
 
     supports_exclusive_create: bool = True
+    concurrency: int = 1
 
     @property
     @abc.abstractmethod

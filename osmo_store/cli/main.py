@@ -46,8 +46,9 @@ def _fail(ctx: click.Context, message: str, code: int) -> None:
 
 
 @click.group(cls=OsmoGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--store", "store_url", envvar="OSMO_STORE", metavar="URL",
-              help="Store location (a folder). Default: $OSMO_STORE, else a per-user store under the "
+@click.option("--store", "store_url", envvar="OSMO_STORE", metavar="NAME|URL",
+              help="Store: a name from 'osmo store list', a folder, s3://bucket/prefix or az://container/prefix. "
+                   "Default: $OSMO_STORE, else the configured default store, else a per-user store under the "
                    "XDG data directory, created on first use.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, prog_name="osmo")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from osmo_store.blob import open_blob_store
 from osmo_store.cli.context import json_option, pass_state
 from osmo_store.cli.output import CountProgress, emit_json, human_bytes, note
 from osmo_store.config import KiB, MiB
 from osmo_store.errors import IntegrityError
-from osmo_store.repository import config_with, default_store_url, init_store
+from osmo_store.repository import config_with, init_store, open_store_blob
+from osmo_store.userconfig import UserConfig, parse_options, redact
 
 
 @click.group()
@@ -18,7 +18,7 @@ def store() -> None:
 
 
 @store.command()
-@click.argument("url", required=False)
+@click.argument("url", metavar="[NAME|URL]", required=False)
 @click.option("--no-compression", is_flag=True, help="Store chunks uncompressed (default: zstd where it saves).")
 @click.option("--compression-level", type=click.IntRange(1, 22), default=3, show_default=True)
 @click.option("--chunk-min", type=int, default=16 * KiB, show_default=True, help="Minimum chunk size in bytes.")
@@ -28,14 +28,15 @@ def store() -> None:
 @json_option
 @pass_state
 def init(state, url, no_compression, compression_level, chunk_min, chunk_avg, chunk_max, pack_size, as_json) -> None:
-    """Create a store at URL (default: --store, $OSMO_STORE or the per-user store).
+    """Create a store at NAME|URL (default: --store, $OSMO_STORE or the per-user store).
 
-    Chunking, compression and pack size are fixed for the life of the store.
+    URL is a folder, s3://bucket/prefix or az://container/prefix (the bucket or container must
+    exist); NAME is a store added with 'osmo store add'. Chunking, compression and pack size are
+    fixed for the life of the store.
     """
-    url = url or state.store_url or default_store_url()
     config = config_with(min_size=chunk_min, avg_size=chunk_avg, max_size=chunk_max, pack_target_size=pack_size,
                          compression="none" if no_compression else "zstd", compression_level=compression_level)
-    blob = open_blob_store(url)
+    blob = open_store_blob(url or state.store_url)
     init_store(blob, config)
     if as_json:
         emit_json({"store": blob.url, "store_id": config.store_id, "format_version": config.version})
@@ -103,3 +104,63 @@ def stats(state, as_json) -> None:
             ("manifest nodes", s["manifest_nodes"])]
     for k, v in rows:
         click.echo(f"{k:15} {v}")
+
+
+@store.command()
+@click.argument("name")
+@click.argument("url")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A backend option, e.g. endpoint_url=..., region=..., profile=... (repeatable).")
+@click.option("--default", "make_default", is_flag=True, help="Use this store when no --store is given.")
+@click.option("--replace", is_flag=True, help="Overwrite an existing entry of that name.")
+@json_option
+def add(name, url, options, make_default, replace, as_json) -> None:
+    """Remember a store under NAME in the config file, for --store NAME.
+
+    \b
+    Examples:
+      osmo store add team s3://robot-data/osmo --option region=eu-central-1 --default
+      osmo store add lab az://datasets/osmo --option account_name=labdata
+      osmo store add local-minio s3://osmo --option endpoint_url=http://127.0.0.1:9000
+
+    Secrets are best left where the cloud tools keep them (AWS profiles and environment,
+    AZURE_STORAGE_CONNECTION_STRING); if given here they are stored in the config file (mode 0600)
+    and never printed.
+    """
+    config = UserConfig.load()
+    location = config.add(name, url, parse_options(options), replace=replace)
+    if make_default:
+        config.default_store = name
+    config.save()
+    if as_json:
+        emit_json({"name": name, "url": location.url, "options": redact(location.options),
+                   "default": config.default_store == name, "config": config.path})
+    else:
+        click.echo(f"added store {name} -> {location.url} ({config.path})")
+
+
+@store.command(name="list")
+@json_option
+def list_stores(as_json) -> None:
+    """The stores in the config file (secret options shown as ***)."""
+    config = UserConfig.load()
+    rows = [{"name": n, "url": s.url, "options": redact(s.options), "default": n == config.default_store}
+            for n, s in sorted(config.stores.items())]
+    if as_json:
+        emit_json({"config": config.path, "stores": rows})
+        return
+    if not rows:
+        click.echo(f"no stores configured ({config.path}); add one with 'osmo store add NAME URL'")
+    for row in rows:
+        opts = " ".join(f"{k}={v}" for k, v in row["options"].items())
+        click.echo(f"{'*' if row['default'] else ' '} {row['name']:16} {row['url']}  {opts}".rstrip())
+
+
+@store.command()
+@click.argument("name")
+def remove(name) -> None:
+    """Forget a configured store (its data is not touched)."""
+    config = UserConfig.load()
+    config.remove(name)
+    config.save()
+    click.echo(f"removed store {name} from {config.path}")

@@ -1,0 +1,111 @@
+"""The retrying wrapper: the only place in osmo where a failed storage request is repeated.
+
+Only ``TransientBackendError`` is retried (timeouts, dropped connections, throttling, HTTP 5xx), with
+exponential backoff and full jitter, a bounded number of times. Everything else, and the last
+transient error, goes to the caller as a ``BackendError`` that names the backend and key.
+
+A retried ``create`` is ambiguous: the first attempt may have succeeded on the server even though
+its answer was lost, so the repeat reports "already exists". The wrapper then reads the object back:
+if it holds exactly the bytes this call wrote, the create succeeded. (Log events carry a random
+nonce, so two writers never write identical bytes to one key.)
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from osmo_store.blob.base import BlobStore
+from osmo_store.errors import AlreadyExistsError, BackendError, NotFoundError, TransientBackendError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """At most ``attempts`` tries; the n-th wait is uniform in [0, min(cap, base * 2**n)] seconds."""
+
+    attempts: int = 8
+    base_delay: float = 0.2
+    max_delay: float = 15.0
+
+    def delay(self, failures: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.max_delay, self.base_delay * (2 ** (failures - 1))))
+
+
+class RetryingBlobStore(BlobStore):
+    def __init__(self, inner: BlobStore, policy: RetryPolicy = RetryPolicy(),
+                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> None:
+        self.inner = inner
+        self.policy = policy
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.retries = 0  # requests repeated so far (reported by benchmarks)
+        self.supports_exclusive_create = inner.supports_exclusive_create
+        self.concurrency = inner.concurrency
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        failures = 0
+        while True:
+            try:
+                return fn()
+            except TransientBackendError as exc:
+                failures += 1
+                if failures >= self.policy.attempts:
+                    raise BackendError(f"{exc} (gave up after {failures} attempts)") from None
+                self.retries += 1
+                self.sleep(self.policy.delay(failures, self.rng))
+
+    def get(self, key: str) -> bytes:
+        return self._call(lambda: self.inner.get(key))
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        return self._call(lambda: self.inner.get_range(key, offset, length))
+
+    def put(self, key: str, data: bytes) -> None:
+        self._call(lambda: self.inner.put(key, data))
+
+    def put_parts(self, key: str, parts: list[bytes]) -> None:
+        self._call(lambda: self.inner.put_parts(key, parts))
+
+    def create(self, key: str, data: bytes) -> None:
+        tried = False
+
+        def attempt() -> None:
+            nonlocal tried
+            try:
+                self.inner.create(key, data)
+            except AlreadyExistsError:
+                if tried and self._holds(key, data):
+                    return  # our earlier attempt landed; its answer was lost
+                raise
+            finally:
+                tried = True
+
+        self._call(attempt)
+
+    def _holds(self, key: str, data: bytes) -> bool:
+        try:
+            return self._call(lambda: self.inner.get(key)) == bytes(data)
+        except NotFoundError:
+            return False
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        # A listing is materialised so that a failure half-way can be retried from the start.
+        return iter(self._call(lambda: list(self.inner.list(prefix))))
+
+    def delete(self, key: str) -> None:
+        self._call(lambda: self.inner.delete(key))
+
+    def size(self, key: str) -> int:
+        return self._call(lambda: self.inner.size(key))
+
+    def close(self) -> None:
+        self.inner.close()

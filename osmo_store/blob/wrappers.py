@@ -1,0 +1,142 @@
+"""Wrappers that observe or disturb a blob store without touching the backends.
+
+* ``MeteredBlobStore`` counts requests and bytes per operation (benchmarks report requests per GB).
+* ``FaultyBlobStore`` makes a share of requests fail with ``TransientBackendError``, either before
+  the request reaches the store or after it succeeded (the answer is "lost"), to test retries.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from collections.abc import Iterator
+
+from osmo_store.blob.base import BlobStore
+from osmo_store.errors import TransientBackendError
+
+
+class _Delegating(BlobStore):
+    def __init__(self, inner: BlobStore) -> None:
+        self.inner = inner
+        self.supports_exclusive_create = inner.supports_exclusive_create
+        self.concurrency = inner.concurrency
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class MeteredBlobStore(_Delegating):
+    """Counts ``requests[op]`` and ``bytes_in`` / ``bytes_out``; a listing counts as one request."""
+
+    def __init__(self, inner: BlobStore) -> None:
+        super().__init__(inner)
+        self.requests: Counter[str] = Counter()
+        self.bytes_in = 0  # read from the store
+        self.bytes_out = 0  # written to the store
+        self._lock = threading.Lock()
+
+    def _count(self, op: str, read: int = 0, written: int = 0) -> None:
+        with self._lock:
+            self.requests[op] += 1
+            self.bytes_in += read
+            self.bytes_out += written
+
+    def get(self, key: str) -> bytes:
+        data = self.inner.get(key)
+        self._count("get", read=len(data))
+        return data
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        data = self.inner.get_range(key, offset, length)
+        self._count("get_range", read=len(data))
+        return data
+
+    def put(self, key: str, data: bytes) -> None:
+        self.inner.put(key, data)
+        self._count("put", written=len(data))
+
+    def put_parts(self, key: str, parts: list[bytes]) -> None:
+        self.inner.put_parts(key, parts)
+        self._count("put", written=sum(len(p) for p in parts))
+
+    def create(self, key: str, data: bytes) -> None:
+        self._count("create", written=len(data))
+        self.inner.create(key, data)
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        self._count("list")
+        return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self._count("delete")
+        self.inner.delete(key)
+
+    def size(self, key: str) -> int:
+        self._count("size")
+        return self.inner.size(key)
+
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+
+class FaultyBlobStore(_Delegating):
+    """Fails ``rate`` of the requests transiently; half of the failed writes fail after landing."""
+
+    def __init__(self, inner: BlobStore, rate: float, seed: int = 0) -> None:
+        super().__init__(inner)
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.injected = 0
+        self._lock = threading.Lock()
+
+    def _roll(self) -> str | None:
+        with self._lock:
+            if self.rng.random() >= self.rate:
+                return None
+            self.injected += 1
+            return "after" if self.rng.random() < 0.5 else "before"
+
+    def _fail(self, op: str, key: str) -> TransientBackendError:
+        return TransientBackendError(f"{self.url}: cannot {op} {key}: injected fault")
+
+    def _read(self, op: str, key: str, fn):
+        if self._roll():
+            raise self._fail(op, key)
+        return fn()
+
+    def _write(self, op: str, key: str, fn) -> None:
+        when = self._roll()
+        if when == "before":
+            raise self._fail(op, key)
+        fn()
+        if when == "after":
+            raise self._fail(op, key)
+
+    def get(self, key: str) -> bytes:
+        return self._read("read", key, lambda: self.inner.get(key))
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        return self._read("read", key, lambda: self.inner.get_range(key, offset, length))
+
+    def size(self, key: str) -> int:
+        return self._read("stat", key, lambda: self.inner.size(key))
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        return iter(self._read("list", prefix or ".", lambda: list(self.inner.list(prefix))))
+
+    def put(self, key: str, data: bytes) -> None:
+        self._write("write", key, lambda: self.inner.put(key, data))
+
+    def put_parts(self, key: str, parts: list[bytes]) -> None:
+        self._write("write", key, lambda: self.inner.put_parts(key, parts))
+
+    def create(self, key: str, data: bytes) -> None:
+        self._write("create", key, lambda: self.inner.create(key, data))
+
+    def delete(self, key: str) -> None:
+        self._write("delete", key, lambda: self.inner.delete(key))
