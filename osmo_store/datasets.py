@@ -85,7 +85,7 @@ class DatasetLog:
                     return batch
                 batch.append((s, decode_event(log_key(s), data)))
             seq += window
-            window = min(width * 4, SYNC_BATCH) if pool else 1
+            window = min(window * 2, width * 4, SYNC_BATCH) if pool else 1
         return batch
 
     def append(self, build: Callable[[], dict]) -> tuple[int, dict]:

@@ -12,6 +12,7 @@ nonce, so two writers never write identical bytes to one key.)
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from osmo_store.blob.base import BlobStore
 from osmo_store.errors import AlreadyExistsError, BackendError, NotFoundError, TransientBackendError
 
 T = TypeVar("T")
+log = logging.getLogger("osmo.store.retry")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class RetryingBlobStore(BlobStore):
                 if failures >= self.policy.attempts:
                     raise BackendError(f"{exc} (gave up after {failures} attempts)") from None
                 self.retries += 1
+                log.debug("retrying after a transient error (%d/%d): %s", failures, self.policy.attempts, exc)
                 self.sleep(self.policy.delay(failures, self.rng))
 
     def get(self, key: str) -> bytes:

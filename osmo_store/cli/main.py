@@ -71,6 +71,19 @@ cli.add_command(dataset)
 cli.add_command(store)
 
 
+def _add_plugin_commands() -> None:
+    """Command groups other packages register under the ``osmo.commands`` entry point (e.g. ``osmo
+    workflow`` from osmo_run), so that osmo_store never imports them."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="osmo.commands"):
+        if ep.name not in cli.commands:
+            cli.add_command(ep.load(), ep.name)
+
+
+_add_plugin_commands()
+
+
 def main() -> None:
     cli(prog_name="osmo")
 

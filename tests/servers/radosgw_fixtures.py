@@ -1,0 +1,87 @@
+"""Pytest fixtures for the Ceph radosgw tier (a real S3 server, see ``radosgw.py``).
+
+- ``radosgw_server`` (session): one running :class:`~.radosgw.RadosgwServer`, shared by every test of the
+  session (one cluster serves any number of buckets; ~2 s to start).
+- ``radosgw_bucket`` (function): a :class:`RadosgwBucket`, a fresh empty bucket, emptied and deleted
+  afterwards. Its ``env`` is also put into ``os.environ`` for the test (monkeypatch), so code that only
+  gets ``url`` reaches the cluster in-process exactly as a subprocess given ``env`` does.
+
+If the Ceph binaries are missing or the cluster does not come up, the fixture FAILS (never skips) with a
+message naming ``.ci/install-radosgw.sh``. Use them with ``from servers.radosgw_fixtures import *``
+(``tests/`` is on ``sys.path`` in the test session, as for ``helpers``).
+"""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from dataclasses import dataclass, field
+
+import pytest
+
+from .radosgw import RadosgwServer, missing_binaries
+
+__all__ = ["RadosgwBucket", "radosgw_server", "radosgw_bucket"]
+
+INSTALL_SCRIPT = ".ci/install-radosgw.sh"
+
+
+@dataclass(frozen=True)
+class RadosgwBucket:
+    name: str
+    url: str  # s3://NAME
+    endpoint_url: str
+    key: str
+    secret: str
+    env: dict[str, str] = field(default_factory=dict)  # AWS_* variables for a subprocess
+
+    @property
+    def storage_options(self) -> dict:
+        """fsspec/s3fs keyword arguments (region comes from AWS_DEFAULT_REGION, as for moto)."""
+        return {"key": self.key, "secret": self.secret, "endpoint_url": self.endpoint_url}
+
+    def filesystem(self, **kwargs):
+        """A new, uncached ``s3fs.S3FileSystem`` for this cluster."""
+        import s3fs
+
+        return s3fs.S3FileSystem(**self.storage_options, skip_instance_cache=True, **kwargs)
+
+    def client(self):
+        """A boto3 S3 client (path-style, no retries) for header-level checks s3fs hides."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.key,
+                            aws_secret_access_key=self.secret, region_name=self.env["AWS_DEFAULT_REGION"],
+                            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+
+@pytest.fixture(scope="session")
+def radosgw_server():
+    missing = missing_binaries()
+    if missing:
+        pytest.fail(f"Ceph binaries not found ({', '.join(missing)}): the radosgw tier needs them.\n"
+                    f"Install them with: sudo bash {INSTALL_SCRIPT}", pytrace=False)
+    server = RadosgwServer()
+    try:
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - any start failure must become a clear test failure
+        pytest.fail(f"Ceph radosgw cluster could not start: {type(exc).__name__}: {exc}\n"
+                    f"(packages come from: sudo bash {INSTALL_SCRIPT})", pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def radosgw_bucket(radosgw_server, monkeypatch):
+    name = radosgw_server.make_bucket(f"bucket-{uuid.uuid4().hex[:12]}")
+    env = radosgw_server.env()
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    yield RadosgwBucket(name=name, url=f"s3://{name}", endpoint_url=radosgw_server.endpoint_url,
+                        key=radosgw_server.key, secret=radosgw_server.secret, env=env)
+    try:
+        radosgw_server.delete_bucket(name)  # frees the memstore's memory
+    except Exception as exc:  # noqa: BLE001
+        warnings.warn(f"could not delete test bucket {name}: {exc!r}")
+
