@@ -178,7 +178,13 @@ class FsspecBlobStore(BlobStore):
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
-            self.fs.pipe_file(path, bytes(data))
+            try:
+                self.fs.pipe_file(path, bytes(data))
+            except FileNotFoundError:
+                if self.supports_exclusive_create:  # object stores have no folders to make
+                    raise
+                self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)  # folder-based filesystems
+                self.fs.pipe_file(path, bytes(data))
         except Exception as exc:
             raise self.write_error(exc, key, "write") from None
 

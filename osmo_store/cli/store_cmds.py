@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from osmo_store.blob import open_blob_store
 from osmo_store.cli.context import json_option, pass_state
 from osmo_store.cli.output import CountProgress, emit_json, human_bytes, note
 from osmo_store.config import KiB, MiB
@@ -128,7 +129,9 @@ def add(name, url, options, make_default, replace, as_json) -> None:
     and never printed.
     """
     config = UserConfig.load()
-    location = config.add(name, url, parse_options(options), replace=replace)
+    parsed = parse_options(options)
+    open_blob_store(url, parsed).close()  # unknown options and malformed URLs fail here, not later
+    location = config.add(name, url, parsed, replace=replace)
     if make_default:
         config.default_store = name
     config.save()
