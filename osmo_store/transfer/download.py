@@ -25,6 +25,7 @@ from osmo_store.errors import BackendError, IntegrityError, UnsafePathError, Usa
 from osmo_store.manifest import FileEntry, iter_entries
 from osmo_store.transfer.filters import PathFilter
 from osmo_store.transfer.progress import Progress
+from osmo_store.transfer.spans import SpanReader
 
 PART_PREFIX = ".osmo-part-"
 
@@ -58,6 +59,7 @@ class Downloader:
             raise UsageError(f"{dest}: cannot create destination folder: {exc.strerror}") from None
         base = os.path.realpath(dest)
         self._folders: set[str] = set()  # folders this download created or checked
+        self._reader = SpanReader(self.chunks, (cid for e in entries for cid, _ in e.chunks))
         skipped = 0
         self.progress.start(label, len(entries), sum(e.size for e in entries))
         try:
@@ -96,6 +98,7 @@ class Downloader:
         if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == entry.size:
             if hashing.file_digest(target) == entry.digest:
                 _set_attributes(target, entry)
+                self._reader.release(cid for cid, _ in entry.chunks)
                 return 1
         tmp = os.path.join(folder, f"{PART_PREFIX}{uuid.uuid4().hex}")
         try:
@@ -105,7 +108,7 @@ class Downloader:
         try:
             with os.fdopen(fd, "wb", buffering=0) as f:
                 h = hashing.hasher()
-                chunks = self.chunks.read_chunks(cid for cid, _ in entry.chunks)
+                chunks = self._reader.read_chunks(cid for cid, _ in entry.chunks)
                 for (cid, length), chunk in zip(entry.chunks, chunks):
                     if len(chunk) != length:
                         raise IntegrityError(f"{entry.path}: chunk {cid.hex()[:16]} is {len(chunk)} bytes, "

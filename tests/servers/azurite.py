@@ -272,7 +272,7 @@ def main(argv: list[str]) -> int:
             print(f"{server.blob_endpoint} pid {server.pid}: ready and created a container "
                   f"in {time.monotonic() - t:.2f}s")
         return 0
-    print(f"usage: python -m tests.servers.azurite [install|locate|smoke]", file=sys.stderr)
+    print("usage: python -m tests.servers.azurite [install|locate|smoke]", file=sys.stderr)
     return 2
 
 
