@@ -50,7 +50,7 @@ def task_output_dataset(workflow_id: str, task: str) -> str:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One input. ``kind`` is ``task`` (``dataset`` names the upstream task's output dataset),
+    """One input. ``kind`` is ``task`` (``ref`` names the upstream task's output dataset),
     ``dataset`` (``ref`` is ``NAME``, ``NAME:TAG`` or ``NAME:VERSION``) or ``url``."""
 
     kind: str

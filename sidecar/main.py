@@ -1,0 +1,153 @@
+"""``osmo-sidecar``: the task sidecar's command line (``download``, ``exec``, ``upload``).
+
+Every command takes ``--run-dir DIR``, the task attempt's run directory described in
+``osmo_run/contract.py`` and docs/SIDECAR.md. ``download`` and ``upload`` read ``DIR/task.json``,
+move data, write ``DIR/status/download.json`` or ``DIR/status/upload.json`` and exit 0 (status code 0),
+1 (a failing status was written: 2010 or 2012 with a one-line message) or 2 (the contract is missing
+or malformed; a failing status is written too when the run directory allows it). ``exec`` runs the task
+command, writes ``DIR/status/exit_code`` and exits with the command's code.
+
+Every line the sidecar itself prints starts with ``[osmo-sidecar] ``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+
+import click
+
+from osmo_run.contract import (DOWNLOAD_STATUS, INPUT_FAILED, OUTPUT_FAILED, SIDECAR_DATA_FAILED,
+                               UPLOAD_STATUS, DataStatus, RunDir, TaskContract)
+
+from sidecar import console
+from sidecar.console import say
+from sidecar.errors import ContractError, DataError, Terminated, one_line
+from sidecar.retry import RetryPolicy
+from sidecar.taskfile import load_contract
+
+BAD_CONTRACT = 2
+
+
+def _raise_terminated(signum: int, _frame) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
+def _run_phase(run_dir: str, status_name: str, failure_code: int, policy: RetryPolicy,
+               phase: Callable[[RunDir, TaskContract, RetryPolicy], DataStatus],
+               before: Callable[[RunDir], None] | None = None) -> int:
+    """Load the contract, run one data phase, write its status file; returns the process exit code."""
+    run = RunDir(os.path.abspath(run_dir))
+    name = status_name.split(".")[0]
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        try:
+            contract = load_contract(run)
+        except ContractError as exc:
+            message = f"bad task contract: {one_line(exc)}"
+            say(f"{name}: {message}")
+            _write_status(run, status_name, DataStatus(failure_code, message))
+            return BAD_CONTRACT
+        try:
+            if before is not None:
+                before(run)
+            status = phase(run, contract, policy)
+        except DataError as exc:
+            status = DataStatus(failure_code, one_line(exc))
+        except (Terminated, KeyboardInterrupt) as exc:
+            why = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+            status = DataStatus(failure_code, f"the sidecar was stopped by {why} during {name}")
+        except Exception as exc:  # noqa: BLE001 - a bug: still report it through the status file
+            if os.environ.get("OSMO_SIDECAR_DEBUG"):
+                traceback.print_exc()
+            status = DataStatus(failure_code, f"internal error during {name}: {one_line(exc)}")
+        _write_status(run, status_name, status)
+        if status.code:
+            say(f"{name} failed ({status.code}): {status.message}")
+            return SIDECAR_DATA_FAILED
+        say(f"{name}: {status.message}")
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _write_status(run: RunDir, status_name: str, status: DataStatus) -> None:
+    if not os.path.isdir(run.root):
+        return  # a mistyped --run-dir: create nothing there
+    try:
+        run.write_status(status_name, status)
+    except OSError as exc:
+        say(f"cannot write {run.status(status_name)}: {one_line(exc)}")
+
+
+def _policy(attempts: int, retry_delay: float) -> RetryPolicy:
+    return RetryPolicy(attempts=max(1, attempts), delay=max(0.0, retry_delay))
+
+
+RUN_DIR = click.option("--run-dir", "run_dir", required=True, type=click.Path(file_okay=False),
+                       help="The task attempt's run directory (holds task.json, data/ and status/).")
+ATTEMPTS = click.option("--attempts", type=click.IntRange(min=1), default=3, show_default=True,
+                        envvar="OSMO_SIDECAR_ATTEMPTS",
+                        help="Tries per input or output when it fails with a transient error "
+                             "[env: OSMO_SIDECAR_ATTEMPTS].")
+RETRY_DELAY = click.option("--retry-delay", type=click.FloatRange(min=0), default=2.0, show_default=True,
+                           envvar="OSMO_SIDECAR_RETRY_DELAY",
+                           help="Seconds before the first retry; doubles each time, at most 30 "
+                                "[env: OSMO_SIDECAR_RETRY_DELAY].")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """The osmo task sidecar: moves a task's data between the store (or URLs) and its run directory."""
+
+
+@cli.command()
+@RUN_DIR
+@ATTEMPTS
+@RETRY_DELAY
+def download(run_dir: str, attempts: int, retry_delay: float) -> None:
+    """Download every input into DIR/data/input/<N>/ and write status/download.json."""
+    from sidecar.download import run_download
+
+    sys.exit(_run_phase(run_dir, DOWNLOAD_STATUS, INPUT_FAILED, _policy(attempts, retry_delay), run_download))
+
+
+@cli.command()
+@RUN_DIR
+@ATTEMPTS
+@RETRY_DELAY
+@click.option("--wait", "wait", type=float, default=None, metavar="SECONDS",
+              help="First wait for DIR/status/exit_code, at most SECONDS (0: no limit).")
+def upload(run_dir: str, attempts: int, retry_delay: float, wait: float | None) -> None:
+    """Upload every output from DIR/data/output/ and write status/upload.json."""
+    from sidecar.upload import run_upload, wait_for_exit_code
+
+    before = (lambda run: wait_for_exit_code(run, wait)) if wait is not None else None
+    sys.exit(_run_phase(run_dir, UPLOAD_STATUS, OUTPUT_FAILED, _policy(attempts, retry_delay), run_upload,
+                        before))
+
+
+@cli.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@RUN_DIR
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(run_dir: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND, write its exit code to DIR/status/exit_code and exit with it.
+
+    Use: osmo-sidecar exec --run-dir DIR -- CMD ARGS...
+    """
+    from sidecar.execute import run_command
+
+    sys.exit(run_command(RunDir(os.path.abspath(run_dir)), command))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (``osmo-sidecar``)."""
+    console.install()
+    cli.main(args=argv, prog_name="osmo-sidecar")
+
+
+if __name__ == "__main__":
+    main()
