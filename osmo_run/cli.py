@@ -1,16 +1,27 @@
-"""``osmo workflow``: the click group of the workflow runtime (``validate``, ``submit``).
+"""``osmo workflow``: the click group of the workflow runtime.
 
-Spec errors print one line, ``osmo: error: FILE:LINE: FIELD.PATH: message``, and exit with code 2.
-The group is registered into the ``osmo`` command by the CLI's entry point; tests drive it directly.
+``validate``, ``submit`` (``--dry-run``, ``--wait``), ``list``, ``query``, ``logs``, ``cancel`` and
+``spec``. Workflows run on this machine under a detached supervisor (``osmo_run.local``); their
+state lives in ``$OSMO_STATE_DIR`` (default ``~/.local/state/osmo``), so every command works from any
+shell. Errors print one line, ``osmo: error: ...``, and exit non-zero: 2 for a bad spec or usage, 3
+for an unknown workflow or task, 4 for a conflict (cancel of a finished workflow), 1 when
+``submit --wait`` saw the workflow fail, 70 for an internal error. The group is registered into the
+``osmo`` command by the CLI's entry point; tests may drive it directly.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
+import sys
 from typing import Any, Callable
 
 import click
 
+from osmo_run.local import logs as task_logs
+from osmo_run.local import report, service
+from osmo_run.local.errors import INTERNAL, RunnerError
+from osmo_run.local.statuses import WorkflowStatus
 from osmo_run.spec import Dag, DatasetInput, LoadedSpec, SpecError, TaskInput, UrlInput, Workflow, load_file
 
 SPEC_ERROR_EXIT = 2
@@ -67,7 +78,32 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-@click.group("workflow")
+class WorkflowGroup(click.Group):
+    """Turns every error of a subcommand into one line on stderr and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RunnerError as exc:
+            _fail(ctx, str(exc), exc.exit_code)
+        except SpecError as exc:
+            _fail(ctx, str(exc), SPEC_ERROR_EXIT)
+        except KeyboardInterrupt:
+            _fail(ctx, "interrupted", 130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            _fail(ctx, f"state store: {type(exc).__name__}: {exc}", INTERNAL)
+        except Exception as exc:  # noqa: BLE001 - the one place unexpected errors become a message
+            _fail(ctx, f"internal error: {type(exc).__name__}: {exc}", INTERNAL)
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> None:
+    click.echo(f"osmo: error: {message}", err=True)
+    ctx.exit(code)
+
+
+@click.group("workflow", cls=WorkflowGroup)
 def workflow() -> None:
     """Validate and submit workflows written in OSMO's version 2 YAML."""
 
@@ -99,14 +135,98 @@ def validate(ctx: click.Context, file: str, set_items, set_string_items, as_json
 @click.argument("file", type=click.Path(dir_okay=False))
 @_template_options
 @click.option("--dry-run", is_flag=True, help="Print the rendered spec instead of running it.")
+@click.option("--wait", is_flag=True, help="Wait until the workflow ends; exit 1 unless it COMPLETED.")
+@click.option("--store", "store", metavar="NAME|URL",
+              help="The dataset store task data goes to (default: osmo's --store, $OSMO_STORE, the "
+                   "configured default store, else the per-user store).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def submit(ctx: click.Context, file: str, set_items, set_string_items, dry_run: bool) -> None:
-    """Render and validate FILE, then run it (with --dry-run: print the rendered spec)."""
+def submit(ctx: click.Context, file: str, set_items, set_string_items, dry_run: bool, wait: bool,
+           store: str | None, as_json: bool) -> None:
+    """Render and validate FILE, then run it on this machine and print its id (with --dry-run:
+    print the rendered spec). Without --wait the workflow runs on after the command returns."""
     loaded = _load(ctx, file, set_items, set_string_items)
     if dry_run:
         text = loaded.rendered.text
         click.echo(text, nl=not text.endswith("\n"))
         return
-    click.echo(f"osmo: error: the runner is not built yet: the spec of {file} is valid, but workflows "
-               "cannot run yet (use --dry-run to see the rendered spec)", err=True)
-    ctx.exit(SPEC_ERROR_EXIT)
+    root = ctx.find_root()
+    if store is None and root.get_parameter_source("store_url") == click.core.ParameterSource.COMMANDLINE:
+        store = root.params.get("store_url")  # osmo --store X workflow submit ...
+    workflow_id, proc = service.submit(loaded, file=file, store=service.store_argument(store))
+    if not wait:
+        click.echo(json.dumps({"id": workflow_id, "status": WorkflowStatus.PENDING.value}) if as_json else workflow_id)
+        return
+    if not as_json:
+        click.echo(workflow_id)
+        sys.stdout.flush()
+    try:
+        row = service.wait(workflow_id, proc)
+    except KeyboardInterrupt:
+        raise RunnerError(f"stopped waiting; workflow {workflow_id} runs on "
+                          f"('osmo workflow cancel {workflow_id}' stops it)", 130) from None
+    if as_json:
+        click.echo(json.dumps(service.query(workflow_id), indent=2))
+    else:
+        reason = f": {row['reason']}" if row["reason"] else ""
+        click.echo(f"{workflow_id} {row['status']}{reason}")
+    ctx.exit(0 if row["status"] == WorkflowStatus.COMPLETED.value else 1)
+
+
+@workflow.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the workflows as JSON.")
+def list_(as_json: bool) -> None:
+    """List the workflows of this machine, oldest first."""
+    items = service.listing()
+    click.echo(json.dumps(items, indent=2) if as_json else report.listing(items))
+
+
+@workflow.command()
+@click.argument("workflow_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+def query(workflow_id: str, as_json: bool) -> None:
+    """Show a workflow: groups, tasks, statuses, exit codes, times, dataset versions read and written."""
+    info = service.query(workflow_id)
+    click.echo(json.dumps(info, indent=2) if as_json else report.query(info))
+
+
+@workflow.command()
+@click.argument("workflow_id", metavar="ID")
+@click.option("--task", "task", metavar="TASK", help="Only this task's log.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the workflow ends.")
+def logs(workflow_id: str, task: str | None, follow: bool) -> None:
+    """Print task logs: the command's stdout and stderr, sidecar lines ([osmo-sidecar]) and runner
+    notices ([osmo]). Without --task every task's lines are prefixed with its name."""
+    paths = service.log_paths(workflow_id, task)
+    prefix = task is None
+    if follow:
+        for name, line in task_logs.follow(paths, lambda: service.is_finished(workflow_id)):
+            click.echo(f"{name} | {line}" if prefix else line)
+            sys.stdout.flush()
+        return
+    for name, path in paths.items():
+        text = task_logs.read(path)
+        if not prefix:
+            click.echo(text, nl=False)
+            continue
+        for line in text.splitlines():
+            click.echo(f"{name} | {line}")
+
+
+@workflow.command()
+@click.argument("workflow_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the workflow's final state as JSON.")
+def cancel(workflow_id: str, as_json: bool) -> None:
+    """Stop a workflow: every task is stopped (SIGTERM, SIGKILL after the grace period) and the
+    command returns once no process of the workflow is left."""
+    row = service.cancel(workflow_id)
+    click.echo(json.dumps({"id": workflow_id, "status": row["status"]}) if as_json
+               else f"{workflow_id} {row['status']}")
+
+
+@workflow.command()
+@click.argument("workflow_id", metavar="ID")
+def spec(workflow_id: str) -> None:
+    """Print the rendered spec a workflow was submitted with."""
+    text = service.spec(workflow_id)
+    click.echo(text, nl=not text.endswith("\n"))

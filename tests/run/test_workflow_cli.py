@@ -96,10 +96,12 @@ def test_submit_dry_run_keeps_tokens():
     assert "  name: exp-7\n" in result.output
 
 
-def test_submit_without_dry_run_says_runner_is_not_built():
-    result = run("submit", DATA / "hello_world.yaml")
-    assert result.exit_code == 2
-    assert "the runner is not built yet" in result.output
+def test_submit_without_dry_run_runs_the_workflow(tmp_path):
+    env = {"OSMO_STATE_DIR": str(tmp_path / "state"), "OSMO_STORE": str(tmp_path / "store"),
+           "OSMO_CACHE_DIR": str(tmp_path / "cache"), "OSMO_POOL_CONFIG": str(tmp_path / "pool.yaml")}
+    result = CliRunner().invoke(workflow, ["submit", str(DATA / "hello_world.yaml"), "--wait"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["hello-osmo-1", "hello-osmo-1 COMPLETED"]
 
 
 def test_submit_dry_run_rejects_an_invalid_spec(tmp_path):

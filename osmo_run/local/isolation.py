@@ -1,0 +1,132 @@
+"""Can tasks be isolated here, and the per-group network that gives each task its own address.
+
+``decide(settings)`` probes once per supervisor: namespaces mode needs root (CAP_SYS_ADMIN and
+CAP_NET_ADMIN), util-linux ``unshare`` and ``nsenter``, iproute2 ``ip``, and a kernel that lets a
+throwaway child create mount, UTS, IPC, PID and network namespaces, a bridge and a veth pair.
+Otherwise tasks are plain host processes (``isolation: auto``), or the workflow fails with the
+reason (``isolation: namespaces``).
+
+The network of a group (``Hub``): a holder process ``unshare --net sleep infinity`` owns a private
+network namespace with a bridge ``br0``; each task's own network namespace gets a veth pair, ``eth0``
+inside the task with address 10.213.X.Y/16, the other end on the bridge. Tasks of the group reach
+each other by those addresses (``{{host:TASK}}``), each may listen on any port, nothing is added to
+the host's network, and everything disappears with the holder and the tasks. Tasks have no route
+outside their group: use ``hostNetwork: true`` on a task (its whole group then shares the host's
+network) or ``network: host`` in the pool config when tasks need the internet.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from osmo_run.local import procs
+from osmo_run.local.errors import RunnerError
+from osmo_run.local.settings import Settings
+
+SUBNET_PREFIX = "10.213"
+PREFIX_LEN = 16
+HOST_LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Isolation:
+    mode: str  # "namespaces" or "plain"
+    reason: str = ""  # why plain
+
+    @property
+    def namespaces(self) -> bool:
+        return self.mode == "namespaces"
+
+    def describe(self) -> str:
+        if self.namespaces:
+            return "namespaces (private /tmp and /osmo/data, own hostname and network address per task)"
+        return f"plain host processes ({self.reason})"
+
+
+def _why_not() -> str:
+    if sys.platform != "linux":
+        return "Linux namespaces exist only on Linux"
+    if os.geteuid() != 0:
+        return "not running as root (namespaces mode needs CAP_SYS_ADMIN and CAP_NET_ADMIN)"
+    missing = [tool for tool in ("unshare", "nsenter", "ip") if not shutil.which(tool)]
+    if missing:
+        return f"missing {', '.join(missing)} (util-linux, iproute2)"
+    try:
+        os.makedirs("/osmo", exist_ok=True)  # an empty mount point; each task mounts its own view on it
+    except OSError as exc:
+        return f"cannot create the mount point /osmo: {exc.strerror}"
+    try:
+        done = subprocess.run([sys.executable, "-m", "osmo_run.local.taskinit", "--probe"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"the namespace probe did not run: {exc}"
+    if done.returncode != 0:
+        return f"the namespace probe failed: {(done.stdout + done.stderr).strip() or done.returncode}"
+    return ""
+
+
+def decide(settings: Settings) -> Isolation:
+    if settings.isolation == "none":
+        return Isolation("plain", "isolation: none was asked for")
+    why = _why_not()
+    if not why:
+        return Isolation("namespaces")
+    if settings.isolation == "namespaces":
+        raise RunnerError(f"isolation: namespaces was asked for, but {why}")
+    return Isolation("plain", why)
+
+
+def address(index: int) -> str:
+    """The address of the task at ``index`` in its group (10.213.0.2, 10.213.0.3, ...)."""
+    n = index + 2
+    return f"{SUBNET_PREFIX}.{n // 250}.{n % 250 + (0 if n // 250 == 0 else 1)}"
+
+
+def _ip_batch(pid: int, lines: list[str]) -> None:
+    done = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "-batch", "-"], input="\n".join(lines) + "\n",
+                          capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise RunnerError(f"network setup failed: {done.stderr.strip() or done.returncode}")
+
+
+class Hub:
+    """The private network of one group (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(["unshare", "--net", "--", "sleep", "infinity"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=lambda: procs.set_parent_death_signal(signal.SIGKILL))
+        mine = os.readlink("/proc/self/ns/net")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if os.readlink(f"/proc/{self.proc.pid}/ns/net") != mine:
+                    break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise RunnerError("network setup failed: the group's network namespace did not start")
+            time.sleep(0.005)
+        _ip_batch(self.proc.pid, ["link set lo up", "link add br0 type bridge", "link set br0 up"])
+
+    def attach(self, task_pid: int, index: int, attempt: int) -> str:
+        """Give the task (whose network namespace ``task_pid`` holds) its address; returns it."""
+        veth = f"o{index}a{attempt}"[:15]
+        ip = address(index)
+        _ip_batch(self.proc.pid, [f"link add {veth} type veth peer name eth0 netns {task_pid}",
+                                  f"link set {veth} master br0", f"link set {veth} up"])
+        _ip_batch(task_pid, ["link set lo up", f"addr add {ip}/{PREFIX_LEN} dev eth0", "link set eth0 up"])
+        return ip
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()

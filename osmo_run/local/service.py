@@ -1,0 +1,204 @@
+"""What the ``osmo workflow`` commands do, apart from printing: submit (record the workflow, start
+its detached supervisor), wait, cancel, query, log paths. Every read first marks workflows whose
+supervisor died as FAILED (``StateStore.reconcile``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from osmo_run.local import procs
+from osmo_run.local.errors import CONFLICT, NotFound, RunnerError
+from osmo_run.local.paths import StatePaths
+from osmo_run.local.pool import check_workflow, pool_capacity
+from osmo_run.local.settings import Settings, load_settings
+from osmo_run.local.state import StateStore
+from osmo_run.local.statuses import WorkflowStatus, is_terminal
+from osmo_run.spec import LoadedSpec
+
+CANCEL_WAIT = 60.0  # seconds, on top of the grace period, before the supervisor is killed
+
+
+def open_state() -> StateStore:
+    return StateStore(StatePaths())
+
+
+def submit(loaded: LoadedSpec, *, file: str | None, store: str | None) -> tuple[str, subprocess.Popen]:
+    """Record the workflow and start its supervisor; returns the id and the supervisor process."""
+    workflow = loaded.workflow
+    settings = load_settings()
+    problems = check_workflow(workflow, settings, pool_capacity(settings))
+    if problems:
+        raise RunnerError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    state = open_state()
+    try:
+        groups = [(g.name, [(t.name, t.lead) for t in g.tasks]) for g in workflow.groups]
+        workflow_id = state.create_workflow(workflow.name, loaded.rendered.text, groups,
+                                            file=os.path.abspath(file) if file else None, store=store,
+                                            settings=settings.to_json())
+        paths = state.paths
+        os.makedirs(paths.log_dir(workflow_id), exist_ok=True)
+        with open(paths.spec_file(workflow_id), "w", encoding="utf-8") as f:
+            f.write(loaded.rendered.text)
+        with open(paths.supervisor_log(workflow_id), "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "osmo_run.local.supervisor", workflow_id],
+                                    env={**os.environ, "OSMO_STATE_DIR": paths.root}, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # (if it is gone already, an impossible start time makes readers see at once that it died)
+        who = procs.ProcessIdentity.of(proc.pid) or procs.ProcessIdentity(proc.pid, -1, procs.boot_id())
+        state.set_supervisor(workflow_id, who)
+        return workflow_id, proc
+    finally:
+        state.close()
+
+
+def store_argument(value: str | None) -> str | None:
+    """A store given as a relative folder is made absolute (the supervisor may run elsewhere)."""
+    if not value or "://" in value:
+        return value
+    if os.sep in value or value.startswith(".") or os.path.exists(value):
+        return os.path.abspath(value)
+    return value  # a configured store name
+
+
+def wait(workflow_id: str, proc: subprocess.Popen | None = None, timeout: float | None = None) -> dict[str, Any]:
+    """Block until the workflow ends; its row."""
+    state = open_state()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while True:
+            if proc is not None:
+                proc.poll()  # collect our own supervisor, so a dead one is not a zombie
+            state.reconcile(workflow_id)
+            row = state.workflow(workflow_id)
+            if is_terminal(row["status"]):
+                return row
+            if deadline is not None and time.monotonic() > deadline:
+                raise RunnerError(f"workflow {workflow_id} did not finish in {timeout:g} s")
+            time.sleep(0.2)
+    finally:
+        state.close()
+
+
+def cancel(workflow_id: str) -> dict[str, Any]:
+    """Stop the workflow and wait until its supervisor (and so every task) is gone."""
+    state = open_state()
+    try:
+        state.reconcile(workflow_id)
+        row = state.workflow(workflow_id)
+        if is_terminal(row["status"]):
+            raise RunnerError(f"workflow {workflow_id} has already ended: {row['status']}", CONFLICT)
+        state.request_cancel(workflow_id)
+        who = state.supervisor_of(row)
+        if who is not None and who.alive():
+            procs.signal_pid(who.pid, signal.SIGTERM)
+            grace = Settings.from_json(json.loads(row["settings"] or "{}")).grace_period
+            deadline = time.monotonic() + CANCEL_WAIT + grace
+            while who.alive() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if who.alive():
+                procs.signal_pid(who.pid, signal.SIGKILL)  # its tasks die with it (PR_SET_PDEATHSIG)
+                procs.wait_gone([who.pid], 10)
+        row = state.workflow(workflow_id)
+        if not is_terminal(row["status"]):  # the supervisor had to be killed, or was gone already
+            state.fail_unfinished(workflow_id, WorkflowStatus.FAILED_CANCELED, "canceled")
+            row = state.workflow(workflow_id)
+        return row
+    finally:
+        state.close()
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _span(row: dict[str, Any], start: str = "started_at", end: str = "ended_at") -> dict[str, Any]:
+    out = {"started": iso(row.get(start)), "ended": iso(row.get(end))}
+    if row.get(start) is not None:
+        out["seconds"] = round((row.get(end) or time.time()) - row[start], 3)
+    return out
+
+
+def query(workflow_id: str) -> dict[str, Any]:
+    """Everything known about one workflow, as ``query --json`` prints it."""
+    state = open_state()
+    try:
+        state.reconcile(workflow_id)
+        row = state.workflow(workflow_id)
+        attempts: dict[str, list] = {}
+        for a in state.attempts(workflow_id):
+            attempts.setdefault(a["task"], []).append({
+                "attempt": a["attempt"], "status": a["status"], "exit_code": a["exit_code"],
+                "command_exit_code": a["command_exit_code"], "reason": a["reason"], "run_dir": a["run_dir"],
+                **_span(a), "command": _span(a, "command_started_at", "command_ended_at"),
+                "datasets_read": a["datasets_read"], "datasets_written": a["datasets_written"]})
+        tasks: dict[str, list] = {}
+        for t in state.tasks(workflow_id):
+            tries = attempts.get(t["name"], [])
+            last = tries[-1] if tries else {}
+            tasks.setdefault(t["group_name"], []).append({
+                "name": t["name"], "lead": bool(t["lead"]), "status": t["status"], "exit_code": t["exit_code"],
+                "reason": t["reason"], "host": t["host"], **_span(t), "attempts": tries,
+                "datasets_read": last.get("datasets_read", []), "datasets_written": last.get("datasets_written", []),
+                "log": state.paths.task_log(workflow_id, t["name"])})
+        groups = [{"name": g["name"], "status": g["status"], "exit_code": g["exit_code"], "reason": g["reason"],
+                   "scheduled": iso(g["scheduled_at"]), **_span(g), "tasks": tasks.get(g["name"], [])}
+                  for g in state.groups(workflow_id)]
+        return {"id": row["id"], "name": row["name"], "status": row["status"], "exit_code": row["exit_code"],
+                "reason": row["reason"], "submitted": iso(row["submitted_at"]), **_span(row),
+                "file": row["file"], "store": row["store"], "isolation": row["isolation"],
+                "supervisor_pid": row["supervisor_pid"], "state_dir": state.paths.root,
+                "workflow_dir": state.paths.workflow_dir(workflow_id), "groups": groups}
+    finally:
+        state.close()
+
+
+def listing() -> list[dict[str, Any]]:
+    state = open_state()
+    try:
+        state.reconcile()
+        return [{"id": r["id"], "name": r["name"], "status": r["status"], "exit_code": r["exit_code"],
+                 "submitted": iso(r["submitted_at"]), **_span(r), "reason": r["reason"]}
+                for r in state.workflows()]
+    finally:
+        state.close()
+
+
+def spec(workflow_id: str) -> str:
+    state = open_state()
+    try:
+        return state.workflow(workflow_id)["spec"]
+    finally:
+        state.close()
+
+
+def log_paths(workflow_id: str, task: str | None) -> dict[str, str]:
+    state = open_state()
+    try:
+        state.workflow(workflow_id)
+        names = [t["name"] for t in state.tasks(workflow_id)]
+        if task is not None:
+            if task not in names:
+                raise NotFound(f"workflow {workflow_id} has no task {task!r} (tasks: {', '.join(names)})")
+            names = [task]
+        return {name: state.paths.task_log(workflow_id, name) for name in names}
+    finally:
+        state.close()
+
+
+def is_finished(workflow_id: str) -> bool:
+    state = open_state()
+    try:
+        state.reconcile(workflow_id)
+        return is_terminal(state.workflow(workflow_id)["status"])
+    finally:
+        state.close()

@@ -1,0 +1,276 @@
+"""The "pod init" every task command runs under: ``python -m osmo_run.local.taskinit CONFIG.json``.
+
+It imports nothing but the standard library and ``procs`` (it starts once per task attempt).
+
+Namespaces mode (root, Linux namespaces available)::
+
+    P (this process, a child of the supervisor)
+      unshare mount, UTS, IPC, PID (and network unless the group uses the host's network)
+      mounts, private to the task: tmpfs /osmo with RUN_DIR/data bound at /osmo/data and
+      RUN_DIR/work at /osmo/work (the working directory), an overlay over each host folder that
+      ``files:`` write into (the host's files are never touched), the group's /etc/hosts, a tmpfs
+      /tmp and /dev/shm; hostname = the task name; ``files:`` written
+      -> "ready" on the ready pipe; the supervisor wires the network; waits for "go"
+      fork C: pid 1 of the new PID namespace, mounts /proc, runs the command G, reaps, and when
+      G exits kills every process left in the namespace (as a pod's container ends)
+
+Plain mode (no namespaces): P is a child subreaper, writes ``files:`` where the runner mapped them,
+runs G in its own session and, when G exits, kills every process G left behind.
+
+Stopping: SIGTERM to P -> SIGTERM to every process of the task, SIGKILL after the grace period. P
+dies with the supervisor (PR_SET_PDEATHSIG), and C dies with P, so nothing outlives the runner.
+P exits with G's exit code (128+N if a signal N ended it).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from osmo_run.local import procs
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+SETUP_FAILED = 3
+FORBIDDEN = ("/proc", "/sys", "/dev")
+
+
+class SetupError(Exception):
+    pass
+
+
+def _call(result: int, what: str) -> None:
+    if result != 0:
+        import ctypes
+        err = ctypes.get_errno()
+        raise SetupError(f"{what}: {os.strerror(err)}")
+
+
+def unshare(flags: int) -> None:
+    _call(procs.libc().unshare(flags), "unshare")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    enc = (lambda s: s.encode() if s is not None else None)
+    _call(procs.libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
+          f"mount {fstype or 'bind'} on {target}")
+
+
+def namespace_flags(network: bool) -> int:
+    return CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | (CLONE_NEWNET if network else 0)
+
+
+# -- the task's view -------------------------------------------------------------------------------
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _overlay_roots(paths: list[str]) -> list[str]:
+    """Host folders to overlay so that ``paths`` can be written without touching the host: the
+    nearest existing folder above each file, outer folders only (an overlay covers its subfolders)."""
+    roots = set()
+    for path in paths:
+        if _under(path, "/tmp") or _under(path, "/osmo"):
+            continue
+        if any(_under(path, bad) for bad in FORBIDDEN):
+            raise SetupError(f"files: cannot write {path} (under {', '.join(FORBIDDEN)})")
+        folder = os.path.dirname(path)
+        while not os.path.isdir(folder):
+            folder = os.path.dirname(folder)
+        if folder == "/":
+            top = "/" + path.strip("/").split("/")[0]
+            os.makedirs(top, exist_ok=True)  # an empty folder on the host; the overlay holds the files
+            folder = top
+        roots.add(folder)
+    return sorted(r for r in roots if not any(o != r and _under(r, o) for o in roots))
+
+
+def build_view(cfg: dict) -> None:
+    """Mounts of namespaces mode (in P, after unshare; C and G inherit them)."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("tmpfs", "/osmo", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+    for name, source in (("data", cfg["data_dir"]), ("work", cfg["work_dir"])):
+        os.makedirs(f"/osmo/{name}", exist_ok=True)
+        mount(source, f"/osmo/{name}", None, MS_BIND | MS_REC)
+    for n, root in enumerate(_overlay_roots([f["path"] for f in cfg["files"]])):
+        upper, work = f"/osmo/.overlay/{n}/upper", f"/osmo/.overlay/{n}/work"
+        os.makedirs(upper)
+        os.makedirs(work)
+        mount("overlay", root, "overlay", 0, f"lowerdir={root},upperdir={upper},workdir={work}")
+    if cfg.get("hosts_file") and os.path.exists("/etc/hosts"):
+        mount(cfg["hosts_file"], "/etc/hosts", None, MS_BIND)
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    if os.path.isdir("/dev/shm"):
+        mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    if cfg.get("hostname"):
+        socket.sethostname(cfg["hostname"])
+
+
+def write_files(cfg: dict) -> None:
+    for item in cfg["files"]:
+        path = item["path"] if os.path.isabs(item["path"]) else os.path.join(cfg["cwd"], item["path"])
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(item["data"]))
+        os.chmod(path, item.get("mode", 0o755))
+
+
+# -- running the command -----------------------------------------------------------------------
+def spawn(cfg: dict) -> int:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            procs.set_parent_death_signal(signal.SIGKILL)
+            for sig in (signal.SIGTERM, signal.SIGALRM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            fd = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(fd, 0)
+            os.chdir(cfg["cwd"])
+            os.execvpe(cfg["argv"][0], cfg["argv"], cfg["env"])
+        except BaseException as exc:  # noqa: BLE001 - report and exit like a shell does
+            os.write(2, f"[osmo] cannot run {cfg['argv'][0]!r}: {exc}\n".encode())
+            os._exit(127)
+    return pid
+
+
+def _kill_tree(sig: int) -> None:
+    for pid in procs.descendants(os.getpid()):
+        procs.signal_pid(pid, sig)
+
+
+def _kill_namespace(sig: int) -> None:
+    try:
+        os.kill(-1, sig)  # every process of this PID namespace but its init
+    except ProcessLookupError:
+        pass
+
+
+def supervise(cfg: dict, kill_all, on_term) -> int:
+    """Run G; SIGTERM calls ``on_term``; when G exits, end what it left behind (as a pod's container
+    ends) and return G's exit code."""
+    signal.signal(signal.SIGTERM, lambda *_: on_term())
+    main = spawn(cfg)
+    code = 1
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        if pid == main:
+            code = procs.exit_code(status)
+            break
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        kill_all(signal.SIGKILL)
+        try:
+            if os.waitpid(-1, os.WNOHANG) == (0, 0):
+                time.sleep(0.01)
+        except ChildProcessError:
+            break
+    return code
+
+
+def run_namespaced(cfg: dict) -> int:
+    """P forks C (pid 1 of the namespace); P forwards SIGTERM to C and SIGKILLs it after the grace
+    period, which ends every process of the namespace."""
+    child = os.fork()
+    if child == 0:
+        procs.set_parent_death_signal(signal.SIGKILL)
+        try:
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        except SetupError as exc:
+            os.write(2, f"[osmo] {exc}\n".encode())
+        os._exit(supervise(cfg, _kill_namespace, lambda: _kill_namespace(signal.SIGTERM)))
+
+    def stop(*_):
+        procs.signal_pid(child, signal.SIGTERM)
+        signal.setitimer(signal.ITIMER_REAL, max(cfg["grace"], 0.01))
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGALRM, lambda *_: procs.signal_pid(child, signal.SIGKILL))
+    _, status = os.waitpid(child, 0)
+    return procs.exit_code(status)
+
+
+def run_plain(cfg: dict) -> int:
+    """P itself supervises G; SIGTERM reaches every descendant, SIGKILL after the grace period."""
+    def stop():
+        _kill_tree(signal.SIGTERM)
+        signal.setitimer(signal.ITIMER_REAL, max(cfg["grace"], 0.01))
+
+    signal.signal(signal.SIGALRM, lambda *_: _kill_tree(signal.SIGKILL))
+    return supervise(cfg, _kill_tree, stop)
+
+
+# -- entry points ----------------------------------------------------------------------------------
+def main(config_file: str) -> int:
+    with open(config_file, encoding="utf-8") as f:
+        cfg = json.load(f)
+    procs.set_parent_death_signal(signal.SIGTERM)
+    if os.getppid() != cfg["parent"]:
+        return 1  # the supervisor is already gone
+    ready, go = cfg["ready_fd"], cfg["go_fd"]
+    try:
+        if cfg["mode"] == "namespaces":
+            unshare(namespace_flags(cfg["network"] == "isolated"))
+            build_view(cfg)
+        else:
+            procs.set_child_subreaper()
+        write_files(cfg)
+    except (SetupError, OSError) as exc:
+        os.write(ready, f"E{exc}".encode(errors="replace"))
+        return SETUP_FAILED
+    os.write(ready, b"R")
+    os.close(ready)
+    if os.read(go, 1) != b"G":
+        return 1  # the runner gave up before the start (cancel, or the group failed)
+    os.close(go)
+    sys.stdout.flush()
+    if cfg["mode"] == "namespaces":
+        return run_namespaced(cfg)
+    return run_plain(cfg)
+
+
+def probe(network: bool = True) -> str:
+    """Empty if namespaces mode works here, else why not (run in a throwaway child process)."""
+    try:
+        unshare(namespace_flags(network) & ~CLONE_NEWPID)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777")  # private to this throwaway namespace
+        socket.sethostname("osmo-probe")
+        if network:
+            for args in (["link", "add", "osmo-br", "type", "bridge"],
+                         ["link", "add", "osmo-a", "type", "veth", "peer", "name", "osmo-b"]):
+                done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
+                if done.returncode != 0:
+                    return f"'ip {' '.join(args)}' failed: {done.stderr.strip()}"
+        unshare(CLONE_NEWPID)
+        child = os.fork()
+        if child == 0:
+            os._exit(0 if os.getpid() == 1 else 1)
+        if procs.exit_code(os.waitpid(child, 0)[1]) != 0:
+            return "a new PID namespace did not start its first process as pid 1"
+    except (SetupError, OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    return ""
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--probe"]:
+        why = probe(network="--no-network" not in sys.argv)
+        print(why)
+        sys.exit(1 if why else 0)
+    sys.exit(main(sys.argv[1]))
