@@ -6,15 +6,15 @@ reaches the target size. A pack is recorded in the index only after the blob sto
 so the index never points at a pack that is not there, and an interrupted upload's packs are reused
 by the next one. Manifest nodes are small immutable objects under ``trees/``.
 
-Reading: every chunk is decompressed and checked against its BLAKE3 id; neighbouring chunks of one
-pack are fetched with one range read.
+Reading: ``decode_chunk`` decompresses a chunk and checks it against its BLAKE3 id; which byte ranges
+of packs a download fetches is planned by ``transfer/spans.py``.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import zstandard
@@ -30,7 +30,6 @@ from osmo_store.packs import (
 )
 
 TREE_PREFIX = "trees/"
-MAX_COALESCE = 16 * 1024 * 1024
 TAIL_GUESS = 64 * 1024
 MAX_PACK_WRITERS = 4  # packs uploaded at once to an object store (each holds one pack in memory)
 WRITTEN_MEMORY = 1_000_000  # chunk ids an upload remembers having written (~100 MB at most)
@@ -108,37 +107,6 @@ class ChunkStore:
         with self.index.read() as txn:
             found = [(cid, self.index.chunk_location(cid, txn)) for cid in chunk_ids]
         return [(cid, loc if loc is not None else self.locate(cid)) for cid, loc in found]
-
-    def read_chunks(self, chunk_ids: Iterable[bytes]) -> Iterator[bytes]:
-        """The chunks in order; adjacent chunks of one pack are fetched with one range read."""
-        run: list[tuple[bytes, ChunkLocation]] = []
-        for cid, loc in self.locate_many(chunk_ids):
-            if run:
-                first, last = run[0][1], run[-1][1]
-                contiguous = (loc.pack_id == last.pack_id and loc.offset == last.offset + last.stored_length
-                              and loc.offset + loc.stored_length - first.offset <= MAX_COALESCE)
-                if not contiguous:
-                    yield from self._read_run(run)
-                    run = []
-            run.append((cid, loc))
-        if run:
-            yield from self._read_run(run)
-
-    def _read_run(self, run: list[tuple[bytes, ChunkLocation]]) -> Iterator[bytes]:
-        first, last = run[0][1], run[-1][1]
-        key = pack_key(first.pack_id)
-        length = last.offset + last.stored_length - first.offset
-        try:
-            data = self.blob.get_range(key, first.offset, length)
-        except NotFoundError:
-            raise IntegrityError(f"pack {key} is missing from the store (run 'osmo store verify')") from None
-        if len(data) != length:
-            raise IntegrityError(f"pack {key} is shorter than the index says")
-        view = memoryview(data)
-        for cid, loc in run:
-            start = loc.offset - first.offset
-            stored = view[start : start + loc.stored_length]
-            yield decode_chunk(cid, stored, loc.raw_length, loc.compression, key)
 
     # manifest nodes ---------------------------------------------------------------------------
 

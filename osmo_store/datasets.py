@@ -46,6 +46,7 @@ class DatasetLog:
         self.blob = blob
         self.catalog = catalog
         self.clock = clock
+        self._pool: ThreadPoolExecutor | None = None
 
     def sync(self) -> int:
         """Fold every event after the catalog's last one; returns the last sequence number.
@@ -54,17 +55,11 @@ class DatasetLog:
         stores the next events are fetched in parallel windows of ``blob.concurrency``.
         """
         last = self.catalog.last_seq()
-        width = max(1, getattr(self.blob, "concurrency", 1))
-        pool = ThreadPoolExecutor(width, thread_name_prefix="osmo-log") if width > 1 else None
-        try:
-            while True:
-                batch = self._read_events(last + 1, pool, width)
-                if not batch:
-                    return last
-                last = self.catalog.apply_events(batch)
-        finally:
-            if pool is not None:
-                pool.shutdown()
+        while True:
+            batch = self._read_events(last + 1)
+            if not batch:
+                return last
+            last = self.catalog.apply_events(batch)
 
     def _get_event(self, seq: int) -> bytes | None:
         try:
@@ -72,21 +67,28 @@ class DatasetLog:
         except NotFoundError:
             return None
 
-    def _read_events(self, first: int, pool: ThreadPoolExecutor | None, width: int) -> list[tuple[int, dict]]:
+    def _read_events(self, first: int) -> list[tuple[int, dict]]:
         """Consecutive events from ``first`` up to the first missing one (at most ``SYNC_BATCH``)."""
+        width = max(1, self.blob.concurrency)
         batch: list[tuple[int, dict]] = []
         seq = first
         window = 1  # grows once events are found, so an up-to-date catalog costs one request
         while len(batch) < SYNC_BATCH:
             seqs = list(range(seq, seq + window))
-            found = list(pool.map(self._get_event, seqs)) if pool and window > 1 else [self._get_event(seq)]
+            found = list(self._fetcher(width).map(self._get_event, seqs)) if window > 1 else [self._get_event(seq)]
             for s, data in zip(seqs, found):
                 if data is None:
                     return batch
                 batch.append((s, decode_event(log_key(s), data)))
             seq += window
-            window = min(window * 2, width * 4, SYNC_BATCH) if pool else 1
+            window = min(window * 2, width * 4, SYNC_BATCH) if width > 1 else 1
         return batch
+
+    def _fetcher(self, width: int) -> ThreadPoolExecutor:
+        """Threads for parallel event reads, made on first need (never for an up-to-date catalog)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(width, thread_name_prefix="osmo-log")
+        return self._pool
 
     def append(self, build: Callable[[], dict]) -> tuple[int, dict]:
         """Sync, build an event from the fresh state, and create it exclusively; retry on a race."""

@@ -29,6 +29,21 @@ def _split_ref(name: str) -> tuple[str, str | None]:
     return base, (ref if sep else None)
 
 
+class _DatasetRef:
+    """``name`` is ``NAME[:TAG|:VERSION]``: the dataset and the reference after ``:``."""
+
+    name: str
+
+    @property
+    def dataset(self) -> str:
+        return _split_ref(self.name)[0]
+
+    @property
+    def ref(self) -> str | None:
+        """The tag or version after ``:``, None for the latest version."""
+        return _split_ref(self.name)[1]
+
+
 @dataclass(frozen=True)
 class Resources:
     """A named resource spec. ``memory``/``storage`` in bytes, ``cpu`` in cores; None when not given."""
@@ -90,22 +105,13 @@ class TaskInput:
 
 
 @dataclass(frozen=True)
-class DatasetInput:
+class DatasetInput(_DatasetRef):
     """``- dataset: {name: NAME[:TAG|:VERSION], regex: ...}``."""
 
     name: str
     regex: str | None = None
     line: int = field(default=0, compare=False, repr=False)
     lines: Lines = _meta()
-
-    @property
-    def dataset(self) -> str:
-        return _split_ref(self.name)[0]
-
-    @property
-    def ref(self) -> str | None:
-        """The tag or version after ``:``, None for the latest version."""
-        return _split_ref(self.name)[1]
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ class UrlInput:
 
 
 @dataclass(frozen=True)
-class DatasetOutput:
+class DatasetOutput(_DatasetRef):
     """``- dataset: {name: NAME[:TAG], path: ..., metadata: [...], labels: [...]}``."""
 
     name: str
@@ -128,14 +134,6 @@ class DatasetOutput:
     labels: tuple[str, ...] = ()
     line: int = field(default=0, compare=False, repr=False)
     lines: Lines = _meta()
-
-    @property
-    def dataset(self) -> str:
-        return _split_ref(self.name)[0]
-
-    @property
-    def ref(self) -> str | None:
-        return _split_ref(self.name)[1]
 
 
 @dataclass(frozen=True)

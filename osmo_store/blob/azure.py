@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from osmo_store.blob.fsspec_store import FsspecBlobStore
+from osmo_store.blob.fsspec_store import FsspecBlobStore, truthy
 from osmo_store.errors import UsageError
 
 OPTIONS = ("connection_string", "account_name", "account_key", "sas_token", "anon", "concurrency")
@@ -58,7 +58,7 @@ def open_azure(url: str, options: dict[str, Any]) -> AzureBlobStore:
         for name in ("account_name", "account_key", "sas_token"):
             if options.get(name):
                 kwargs[name] = options[name]
-        if str(options.get("anon", "")).lower() in ("1", "true", "yes"):
+        if truthy(options.get("anon", False)):
             kwargs["anon"] = True
     if "account_name" not in kwargs and not conn and not os.environ.get("AZURE_STORAGE_ACCOUNT_NAME"):
         raise UsageError(f"store {url}: no Azure account: set AZURE_STORAGE_CONNECTION_STRING, or "

@@ -68,6 +68,11 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def truthy(value: Any) -> bool:
+    """A store option given as text (``true``, ``1``, ``yes``, ``on``) or a bool."""
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
@@ -82,8 +87,10 @@ class FsspecBlobStore(BlobStore):
     """
 
     def __init__(self, fs: Any, root: str, url: str, *, exclusive: bool,
-                 allow_unsafe_create: bool = False, concurrency: int = 8) -> None:
+                 allow_unsafe_create: bool = False, concurrency: int = 8,
+                 put_options: dict[str, Any] | None = None) -> None:
         self.fs = fs
+        self.put_options = put_options or {}  # extra pipe_file arguments for plain puts
         self.root = root.strip("/")
         self._url = url
         self.supports_exclusive_create = exclusive
@@ -152,15 +159,12 @@ class FsspecBlobStore(BlobStore):
     def list(self, prefix: str = "") -> Iterator[str]:
         folder = prefix.rpartition("/")[0]
         base = self._path(folder) if folder else self.root
+        if not base:
+            raise UsageError(f"{self.url}: a store needs a bucket or container in its URL")
         try:
-            if base:
-                paths = self.fs.find(base)
-            else:
-                raise UsageError(f"{self.url}: a store needs a bucket or container in its URL")
+            paths = self.fs.find(base)
         except FileNotFoundError:
             return
-        except OsmoError:
-            raise
         except Exception as exc:
             raise self.translate(exc, prefix or ".", "list") from None
         keys = sorted(k for k in (self._key(p) for p in paths) if k.startswith(prefix))
@@ -179,12 +183,12 @@ class FsspecBlobStore(BlobStore):
         path = self._path(key)
         try:
             try:
-                self.fs.pipe_file(path, bytes(data))
+                self.fs.pipe_file(path, bytes(data), **self.put_options)
             except FileNotFoundError:
                 if self.supports_exclusive_create:  # object stores have no folders to make
                     raise
                 self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)  # folder-based filesystems
-                self.fs.pipe_file(path, bytes(data))
+                self.fs.pipe_file(path, bytes(data), **self.put_options)
         except Exception as exc:
             raise self.write_error(exc, key, "write") from None
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from osmo_store.blob.base import BlobStore
+from osmo_store.blob.wrappers import DelegatingBlobStore
 from osmo_store.errors import AlreadyExistsError, BackendError, NotFoundError, TransientBackendError
 
 T = TypeVar("T")
@@ -38,20 +39,14 @@ class RetryPolicy:
         return rng.uniform(0.0, min(self.max_delay, self.base_delay * (2 ** (failures - 1))))
 
 
-class RetryingBlobStore(BlobStore):
+class RetryingBlobStore(DelegatingBlobStore):
     def __init__(self, inner: BlobStore, policy: RetryPolicy = RetryPolicy(),
                  sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.policy = policy
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.retries = 0  # requests repeated so far (reported by benchmarks)
-        self.supports_exclusive_create = inner.supports_exclusive_create
-        self.concurrency = inner.concurrency
-
-    @property
-    def url(self) -> str:
-        return self.inner.url
 
     def _call(self, fn: Callable[[], T]) -> T:
         failures = 0
@@ -109,6 +104,3 @@ class RetryingBlobStore(BlobStore):
 
     def size(self, key: str) -> int:
         return self._call(lambda: self.inner.size(key))
-
-    def close(self) -> None:
-        self.inner.close()

@@ -17,15 +17,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from osmo_store.blob.fsspec_store import FsspecBlobStore
-from osmo_store.errors import AlreadyExistsError, NotFoundError, OsmoError, UsageError
+from osmo_store.blob.fsspec_store import FsspecBlobStore, truthy
+from osmo_store.errors import AlreadyExistsError, OsmoError, UsageError
 
 OPTIONS = ("endpoint_url", "region", "profile", "key", "secret", "token", "anon", "concurrency")
 SINGLE_PUT_LIMIT = 4 << 30  # s3fs switches to multipart above 2 x chunksize; keep every put single
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def endpoint_from_env() -> str | None:
@@ -36,18 +32,9 @@ class S3BlobStore(FsspecBlobStore):
     def refine_create_error(self, key: str, error: OsmoError) -> OsmoError:
         try:
             self.size(key)
-        except NotFoundError:
-            return error
         except OsmoError:
-            return error
+            return error  # not there (or cannot tell): the create failed for another reason
         return AlreadyExistsError(f"{self.url}: object {key} already exists")
-
-    def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        try:
-            self.fs.pipe_file(path, bytes(data), chunksize=SINGLE_PUT_LIMIT)
-        except Exception as exc:
-            raise self.write_error(exc, key, "write") from None
 
 
 def open_s3(url: str, options: dict[str, Any]) -> S3BlobStore:
@@ -82,9 +69,9 @@ def open_s3(url: str, options: dict[str, Any]) -> S3BlobStore:
         kwargs["secret"] = options["secret"]
     if options.get("token"):
         kwargs["token"] = options["token"]
-    if _truthy(options.get("anon", False)):
+    if truthy(options.get("anon", False)):
         kwargs["anon"] = True
     fs = s3fs.S3FileSystem(**kwargs)
     fs.retries = 1
-    return S3BlobStore(fs, root, f"s3://{root}", exclusive=True,
-                       concurrency=int(options.get("concurrency", 8)))
+    return S3BlobStore(fs, root, f"s3://{root}", exclusive=True, concurrency=int(options.get("concurrency", 8)),
+                       put_options={"chunksize": SINGLE_PUT_LIMIT})

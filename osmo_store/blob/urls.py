@@ -25,10 +25,6 @@ _MEMORY: dict[str, MemoryBlobStore] = {}
 REMOTE_SCHEMES = ("s3", "az", "abfs", "abfss")
 
 
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
 def open_blob_store(url: str, options: dict[str, Any] | None = None) -> BlobStore:
     options = dict(options or {})
     if url.startswith("file://"):
@@ -54,9 +50,9 @@ def open_blob_store(url: str, options: dict[str, Any] | None = None) -> BlobStor
 def _open_generic(url: str, scheme: str, options: dict[str, Any]) -> BlobStore:
     import fsspec
 
-    from osmo_store.blob.fsspec_store import FsspecBlobStore
+    from osmo_store.blob.fsspec_store import FsspecBlobStore, truthy
 
-    allow = _truthy(options.pop("allow_unsafe_create", False))
+    allow = truthy(options.pop("allow_unsafe_create", False))
     concurrency = int(options.pop("concurrency", 4))
     try:
         fs, root = fsspec.core.url_to_fs(url, **options)

@@ -16,7 +16,9 @@ from osmo_store.blob.base import BlobStore
 from osmo_store.errors import TransientBackendError
 
 
-class _Delegating(BlobStore):
+class DelegatingBlobStore(BlobStore):
+    """Base of every wrapper: same URL, flags and concurrency as the store it wraps."""
+
     def __init__(self, inner: BlobStore) -> None:
         self.inner = inner
         self.supports_exclusive_create = inner.supports_exclusive_create
@@ -30,7 +32,7 @@ class _Delegating(BlobStore):
         self.inner.close()
 
 
-class MeteredBlobStore(_Delegating):
+class MeteredBlobStore(DelegatingBlobStore):
     """Counts ``requests[op]`` and ``bytes_in`` / ``bytes_out``; a listing counts as one request."""
 
     def __init__(self, inner: BlobStore) -> None:
@@ -84,7 +86,7 @@ class MeteredBlobStore(_Delegating):
         return sum(self.requests.values())
 
 
-class FaultyBlobStore(_Delegating):
+class FaultyBlobStore(DelegatingBlobStore):
     """Fails ``rate`` of the requests transiently; half of the failed writes fail after landing."""
 
     def __init__(self, inner: BlobStore, rate: float, seed: int = 0) -> None:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
+from .fixtures import S3Bucket
 from .radosgw import RadosgwServer, missing_binaries
 
 __all__ = ["RadosgwBucket", "radosgw_server", "radosgw_bucket"]
@@ -27,24 +28,8 @@ INSTALL_SCRIPT = ".ci/install-radosgw.sh"
 
 
 @dataclass(frozen=True)
-class RadosgwBucket:
-    name: str
-    url: str  # s3://NAME
-    endpoint_url: str
-    key: str
-    secret: str
-    env: dict[str, str] = field(default_factory=dict)  # AWS_* variables for a subprocess
-
-    @property
-    def storage_options(self) -> dict:
-        """fsspec/s3fs keyword arguments (region comes from AWS_DEFAULT_REGION, as for moto)."""
-        return {"key": self.key, "secret": self.secret, "endpoint_url": self.endpoint_url}
-
-    def filesystem(self, **kwargs):
-        """A new, uncached ``s3fs.S3FileSystem`` for this cluster."""
-        import s3fs
-
-        return s3fs.S3FileSystem(**self.storage_options, skip_instance_cache=True, **kwargs)
+class RadosgwBucket(S3Bucket):
+    """An ``S3Bucket`` on the Ceph cluster, plus a raw boto3 client."""
 
     def client(self):
         """A boto3 S3 client (path-style, no retries) for header-level checks s3fs hides."""
