@@ -8,7 +8,8 @@ import os
 import signal
 import stat
 import subprocess
-import time
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from conftest import Cli
 from helpers.trees import random_tree, snapshot
 from test_crash_safety import assert_one_error_line, random_folder
 
+HELPERS = Path(__file__).parent / "helpers"
 AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 
 
@@ -121,13 +123,11 @@ def test_kill_9_mid_upload_to_s3_commits_nothing_and_rerun_reuses_packs(s3_bucke
     random_folder(src, seed=77, total=24 * 1024 * 1024)
     cli = RemoteCli(tmp_path, f"{s3_bucket.url}/killed", s3_bucket.env)
     cli("store", "init", "--pack-size", str(1024 * 1024))
-    proc = subprocess.Popen(cli.argv("dataset", "upload", "ds", str(src)), env=cli.env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    argv = cli.argv("dataset", "upload", "ds", str(src))
+    stalling = [sys.executable, str(HELPERS / "stalling_upload.py"), "4", *argv[3:]]  # after `-m osmo_store.cli.main`
+    proc = subprocess.Popen(stalling, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while s3_pack_count(s3_bucket, "killed") < 4 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc.poll() is None, "the upload finished before it could be killed"
+        assert proc.stdout.readline().strip() == "stalled", proc.stderr.read()  # 4 packs landed, 5th blocked
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
     finally:
