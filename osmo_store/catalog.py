@@ -20,6 +20,7 @@ from osmo_store.errors import FormatVersionError
 from osmo_store.index import LocalIndex, pack, unpack
 
 LAST_SEQ = b"last_seq"
+GC_SEQ = b"gc_seq"
 CATALOG_TABLES = ("meta", "datasets", "names", "versions", "tags")
 
 
@@ -84,10 +85,27 @@ class Catalog:
             for seq, event in events:
                 if seq != last + 1:
                     continue
-                _apply(txn, self.db, seq, event)
+                if event.get("op") == "gc":
+                    self._apply_gc(txn, seq, event)
+                else:
+                    _apply(txn, self.db, seq, event)
                 last = seq
             txn.put(LAST_SEQ, pack(last), db=self.db["meta"])
         return last
+
+    def _apply_gc(self, txn: lmdb.Transaction, seq: int, event: dict) -> None:
+        """Fold a garbage-collection event: packs condemned, packs swept (docs/GC.md)."""
+        for pack_id in event["condemn"]:
+            self.index.condemn_pack(txn, pack_id, seq, event["time"])
+        for pack_id in event["sweep"]:
+            self.index.sweep_pack(txn, pack_id, seq)
+        txn.put(GC_SEQ, pack(seq), db=self.db["meta"])
+
+    def gc_seq(self) -> int:
+        """Sequence number of the last garbage-collection event folded (0: none)."""
+        with self.index.read() as txn:
+            raw = txn.get(GC_SEQ, db=self.db["meta"])
+            return 0 if raw is None else unpack(raw)
 
     # stat cache -------------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ Writing: ``PackWriter`` takes chunks from many threads, drops those already stor
 earlier in this session), compresses the rest where that saves space, and seals a pack when it
 reaches the target size. A pack is recorded in the index only after the blob store has it durably,
 so the index never points at a pack that is not there, and an interrupted upload's packs are reused
-by the next one. Manifest nodes are small immutable objects under ``trees/``.
+by the next one. Manifest nodes are stored like chunks (their id is the BLAKE3 of their bytes), in
+the same packs, so deduplication, compression and garbage collection treat them alike.
 
 Reading: ``decode_chunk`` decompresses a chunk and checks it against its BLAKE3 id; which byte ranges
 of packs a download fetches is planned by ``transfer/spans.py``.
@@ -29,26 +30,9 @@ from osmo_store.packs import (
     pack_id_from_key, pack_key, parse_pack, parse_tail,
 )
 
-TREE_PREFIX = "trees/"
 TAIL_GUESS = 64 * 1024
 MAX_PACK_WRITERS = 4  # packs uploaded at once to an object store (each holds one pack in memory)
 WRITTEN_MEMORY = 1_000_000  # chunk ids an upload remembers having written (~100 MB at most)
-
-
-def tree_key(node_id: bytes) -> str:
-    h = node_id.hex()
-    return f"{TREE_PREFIX}{h[:2]}/{h}"
-
-
-def tree_id_from_key(key: str) -> bytes:
-    """The node id named by a ``trees/`` key; anything else there is an integrity error."""
-    try:
-        node_id = bytes.fromhex(key.rsplit("/", 1)[-1])
-    except ValueError:
-        raise IntegrityError(f"unexpected object {key} among manifest nodes") from None
-    if len(node_id) != 32 or tree_key(node_id) != key:
-        raise IntegrityError(f"unexpected object {key} among manifest nodes")
-    return node_id
 
 
 _local = threading.local()
@@ -81,7 +65,7 @@ class WriteStats:
     chunks_dedup: int = 0
     raw_bytes_new: int = 0
     packs_written: int = 0
-    bytes_written: int = 0  # packs + manifest nodes, as stored
+    bytes_written: int = 0  # packs (chunks and manifest nodes), as stored
 
 
 class ChunkStore:
@@ -110,17 +94,51 @@ class ChunkStore:
 
     # manifest nodes ---------------------------------------------------------------------------
 
-    def put_tree(self, node_id: bytes, data: bytes) -> int:
-        """Store a manifest node unless known; returns the bytes written (0 if it existed)."""
-        if self.index.has_tree(node_id):
-            return 0
-        key = tree_key(node_id)
-        self.blob.put(key, data)
-        self.index.add_tree(node_id, len(data))
-        return len(data)
+    def read_stored(self, chunk_id: bytes, loc: ChunkLocation) -> bytes:
+        """A chunk's bytes as stored (maybe compressed), checked against its id."""
+        key = pack_key(loc.pack_id)
+        stored = self.blob.get_range(key, loc.offset, loc.stored_length)
+        if len(stored) != loc.stored_length:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} in {key}: pack is shorter than its index says")
+        decode_chunk(chunk_id, stored, loc.raw_length, loc.compression, key)
+        return stored
+
+    def read_chunk(self, chunk_id: bytes) -> bytes:
+        """One chunk (or manifest node), read with a range request and verified."""
+        loc = self.locate(chunk_id)
+        key = pack_key(loc.pack_id)
+        stored = self.blob.get_range(key, loc.offset, loc.stored_length)
+        if len(stored) != loc.stored_length:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} in {key}: pack is shorter than its index says")
+        return decode_chunk(chunk_id, stored, loc.raw_length, loc.compression, key)
+
+    def unusable(self, chunk_ids: Iterable[bytes]) -> list[bytes]:
+        """The chunks an upload may not reference: stored only in condemned packs, or not at all."""
+        with self.index.read() as txn:
+            return [cid for cid in chunk_ids if self.index.usable_location(cid, txn) is None]
+
+    def rescue(self, chunk_ids: Iterable[bytes]) -> int:
+        """Copy chunks whose packs garbage collection condemned into new packs (an upload that
+        referenced them while the collector ran); returns the bytes written."""
+        copier = PackCopier(self)
+        for cid in chunk_ids:
+            loc = self.index.chunk_location(cid)
+            if loc is None:
+                self.refresh_packs()
+                loc = self.index.chunk_location(cid)
+            try:
+                if loc is None:
+                    raise NotFoundError(cid.hex())
+                stored = self.read_stored(cid, loc)
+            except NotFoundError:
+                raise NotFoundError(f"chunk {cid.hex()[:16]} was garbage-collected while this upload ran "
+                                    "(is 'osmo store gc --min-age' too short?); run the upload again") from None
+            copier.add(cid, stored, loc.raw_length, loc.compression)
+        copier.flush()
+        return copier.bytes_written
 
     def get_tree(self, node_id: bytes) -> bytes:
-        return self.blob.get(tree_key(node_id))
+        return self.read_chunk(node_id)
 
     # packs ------------------------------------------------------------------------------------
 
@@ -157,10 +175,13 @@ class ChunkStore:
         with self._refresh_lock:
             known = {pack_key(pid) for pid, _, _ in self.index.packs()}
             added = 0
+            swept = {pid for pid, (_, gone, _) in self.index.condemned_packs().items() if gone}
             for key in self.blob.list(PACK_PREFIX):
                 if key in known:
                     continue
                 try:
+                    if pack_id_from_key(key) in swept:
+                        continue  # deleted by garbage collection (or being deleted)
                     pack_id, size, entries = self.read_pack_index(key)
                 except (IntegrityError, NotFoundError):
                     continue  # unreadable or deleted meanwhile: verify reports it
@@ -170,6 +191,35 @@ class ChunkStore:
 
     def writer(self) -> "PackWriter":
         return PackWriter(self)
+
+
+class PackCopier:
+    """Writes chunks, as they are already stored (compressed or not), into new packs, whether or not
+    they are stored elsewhere: garbage collection moves live chunks out of packs it will delete, and
+    an upload rescues chunks whose packs were condemned while it ran. Packs are written at once."""
+
+    def __init__(self, store: ChunkStore) -> None:
+        self.store = store
+        self._builder = PackBuilder()
+        self.packs: list[tuple[bytes, int]] = []  # (pack id, size) written
+        self.bytes_written = 0
+
+    def add(self, chunk_id: bytes, stored: bytes, raw_length: int, compression: int) -> None:
+        self._builder.add(chunk_id, stored, raw_length, compression)
+        if self._builder.size >= self.store.config.pack_target_size:
+            self.flush()
+
+    def flush(self) -> None:
+        builder, self._builder = self._builder, PackBuilder()
+        if not len(builder):
+            return
+        entries = list(builder.entries)
+        pack_id, parts = builder.seal_parts()
+        size = sum(len(p) for p in parts)
+        self.store.blob.put_parts(pack_key(pack_id), parts)
+        self.store.index.add_pack(pack_id, size, entries)
+        self.packs.append((pack_id, size))
+        self.bytes_written += size
 
 
 class PackWriter:
@@ -212,14 +262,14 @@ class PackWriter:
         """
         if self._error is not None:
             raise self._error
-        if self.store.index.chunk_location(chunk_id, txn) is not None:
+        if self.store.index.usable_location(chunk_id, txn) is not None:
             with self._lock:
                 self.stats.chunks_dedup += 1
             return False
         with self._lock:
             seen = chunk_id in self._pending or chunk_id in self._written
             if not seen and txn is not None and len(self._written) >= WRITTEN_MEMORY:
-                seen = self.store.index.chunk_location(chunk_id) is not None  # snapshot may be stale
+                seen = self.store.index.usable_location(chunk_id) is not None  # snapshot may be stale
             if seen:
                 self.stats.chunks_dedup += 1
                 return False
@@ -302,6 +352,5 @@ class PackWriter:
             self._threads = []
 
     def put_tree(self, node_id: bytes, data: bytes) -> None:
-        written = self.store.put_tree(node_id, data)
-        with self._lock:
-            self.stats.bytes_written += written
+        """Store a manifest node: nodes are chunks of the same packs."""
+        self.add(node_id, data)

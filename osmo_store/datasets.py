@@ -145,11 +145,18 @@ class DatasetLog:
             if tag == LATEST:
                 raise UsageError("the tag 'latest' is maintained automatically")
 
-    def commit_version(self, name: str, fields: dict[str, Any], tags: list[str]) -> dict:
-        """Append a version event with the next number; returns the committed record."""
+    def commit_version(self, name: str, fields: dict[str, Any], tags: list[str],
+                       guard: Callable[[], None] | None = None) -> dict:
+        """Append a version event with the next number; returns the committed record.
+
+        ``guard`` runs against the freshly synced state just before each attempt to create the
+        event; an upload uses it to check that garbage collection has not condemned what the new
+        version references (it raises to stop the commit)."""
         self.check_new_version(name, tags)
 
         def build() -> dict:
+            if guard is not None:
+                guard()
             dsid = self.catalog.dataset_id(name)
             if dsid is None:
                 number, parent = 1, None

@@ -57,7 +57,13 @@ FIELDS = {
     "delete": {"version": _version},
     "delete_dataset": {},
     "rename": {"new": _name},
+    "gc": {"condemn": lambda v: _pack_ids(v), "sweep": lambda v: _pack_ids(v)},
 }
+NO_DATASET = {"gc"}  # operations on the whole store rather than one dataset
+
+
+def _pack_ids(v) -> bool:
+    return isinstance(v, list) and all(isinstance(p, bytes) and len(p) == 32 for p in v)
 
 
 def encode_event(event: dict) -> bytes:
@@ -72,7 +78,8 @@ def decode_event(key: str, data: bytes) -> dict:
         raise IntegrityError(f"event {key} is not valid msgpack ({exc})") from None
     if not isinstance(event, dict):
         raise IntegrityError(f"event {key} is malformed: not a map")
-    schema = {**COMMON, **FIELDS.get(event.get("op"), {})}
+    common = {k: v for k, v in COMMON.items() if k != "dataset"} if event.get("op") in NO_DATASET else COMMON
+    schema = {**common, **FIELDS.get(event.get("op"), {})}
     for field, valid in schema.items():
         if field not in event:
             raise IntegrityError(f"event {key} is malformed: field {field!r} is missing")

@@ -72,3 +72,26 @@ def parse_key_value(text: str, what: str) -> tuple[str, str]:
     if not sep or not key:
         raise UsageError(f"invalid {what} {text!r}: expected KEY=VALUE")
     return key, value
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str, what: str = "duration") -> float:
+    """Seconds in ``90s``, ``30m``, ``1h30m``, ``7d``, ``2w`` or a bare number of seconds."""
+    value = text.strip().lower()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pos, seconds = 0, 0.0
+        for match in _DURATION.finditer(value):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            pos = match.end()
+        if pos != len(value) or not value:
+            raise UsageError(f"{what}: {text!r} is not a duration (e.g. 90s, 30m, 1h30m, 7d, 2w)") from None
+    if seconds < 0 or seconds != seconds:
+        raise UsageError(f"{what}: {text!r} must not be negative")
+    return seconds

@@ -1,8 +1,17 @@
 """The local index: an LMDB environment caching what the blob store holds.
 
-Tables (msgpack values): ``chunks`` (chunk id -> pack id, offset, stored length, raw length,
-compression), ``packs`` (pack id -> size, chunk count), ``trees`` (manifest node id -> size) and
-``meta``. The dataset catalog (``catalog.py``) keeps its tables in the same environment. Everything
+Tables (msgpack values): ``chunks`` (chunk id -> its primary location: pack id, offset, stored
+length, raw length, compression), ``dups`` (chunk id -> further locations, when a chunk is in more
+than one pack), ``packs`` (pack id -> size, chunk count), ``entries`` (pack id -> its footer entries),
+``condemned`` (pack id -> [sequence number of the garbage-collection event, swept?, time
+condemned]) and ``meta``. Manifest nodes are chunks like any other.
+
+The primary location of a chunk is in a pack that is not condemned if there is one, else in the
+pack with the smallest id: a rule that does not depend on the order packs are learnt in, so a
+rebuilt index is identical. A chunk whose only packs are condemned is still readable (until the
+sweep) but not *usable*: uploads store it again instead of referencing it (docs/GC.md).
+
+The dataset catalog (``catalog.py``) keeps its tables in the same environment. Everything
 here can be deleted and rebuilt from the blob store (``osmo store reindex``).
 
 LMDB allows one writer and many readers across threads and processes; callers batch writes (one
@@ -22,7 +31,8 @@ import msgpack
 from osmo_store.errors import BackendError
 from osmo_store.packs import PackEntry
 
-TABLES = ("meta", "chunks", "packs", "trees", "datasets", "names", "versions", "tags", "statcache")
+TABLES = ("meta", "chunks", "dups", "packs", "entries", "condemned", "datasets", "names", "versions", "tags",
+          "statcache")
 DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; pages are only used as written
 
 
@@ -85,24 +95,112 @@ class LocalIndex:
         with self.read() as txn:
             return txn.get(chunk_id, db=self.db["chunks"]) is not None
 
+    def usable_location(self, chunk_id: bytes, txn: lmdb.Transaction | None = None) -> ChunkLocation | None:
+        """Where a chunk is, if an upload may reference it: not only in condemned packs."""
+        if txn is None:
+            with self.read() as txn:
+                return self.usable_location(chunk_id, txn)
+        loc = self.chunk_location(chunk_id, txn)
+        if loc is None or txn.get(loc.pack_id, db=self.db["condemned"]) is not None:
+            return None
+        return loc
+
     def add_pack(self, pack_id: bytes, size: int, entries: Iterable[PackEntry],
                  txn: lmdb.Transaction | None = None) -> None:
-        """Record a durable pack and its chunks.
-
-        A chunk stored in two packs (a rare race, or a pack re-written after a crash) is located in
-        the pack with the smaller id, whatever the order packs are recorded in, so a rebuilt index
-        is identical to the original."""
+        """Record a durable pack and its chunks (a pack already swept away is ignored)."""
         if txn is None:
             with self.write() as txn:
                 return self.add_pack(pack_id, size, entries, txn)
-        count = 0
+        state = self.pack_state(pack_id, txn)
+        if state == "swept":
+            return
+        entries = list(entries)
         for e in entries:
-            value = pack([pack_id, e.offset, e.stored_length, e.raw_length, e.compression])
-            old = txn.get(e.chunk_id, db=self.db["chunks"])
-            if old is None or unpack(old)[0] > pack_id:
-                txn.put(e.chunk_id, value, db=self.db["chunks"])
-            count += 1
-        txn.put(pack_id, pack([size, count]), db=self.db["packs"])
+            self._add_location(txn, e.chunk_id, [pack_id, e.offset, e.stored_length, e.raw_length, e.compression])
+        txn.put(pack_id, pack([size, len(entries)]), db=self.db["packs"])
+        txn.put(pack_id, pack([e.encode() for e in entries]), db=self.db["entries"])
+
+    def _rank(self, txn: lmdb.Transaction, pack_id: bytes) -> tuple[bool, bytes]:
+        return txn.get(pack_id, db=self.db["condemned"]) is not None, pack_id
+
+    def _add_location(self, txn: lmdb.Transaction, chunk_id: bytes, value: list) -> None:
+        old = txn.get(chunk_id, db=self.db["chunks"])
+        if old is None:
+            txn.put(chunk_id, pack(value), db=self.db["chunks"])
+            return
+        old = unpack(old)
+        if old[0] == value[0]:
+            return
+        if self._rank(txn, value[0]) < self._rank(txn, old[0]):
+            value, old = old, value
+            txn.put(chunk_id, pack(old), db=self.db["chunks"])
+        dups = self._dups(txn, chunk_id)
+        if all(d[0] != value[0] for d in dups):
+            txn.put(chunk_id, pack(dups + [value]), db=self.db["dups"])
+
+    def _dups(self, txn: lmdb.Transaction, chunk_id: bytes) -> list[list]:
+        raw = txn.get(chunk_id, db=self.db["dups"])
+        return [] if raw is None else unpack(raw)
+
+    def _relocate(self, txn: lmdb.Transaction, chunk_id: bytes, leaving: bytes, gone: bool) -> None:
+        """The pack ``leaving`` was condemned (or swept, ``gone``): give the chunk its best location."""
+        locations = self._dups(txn, chunk_id)
+        raw = txn.get(chunk_id, db=self.db["chunks"])
+        if raw is not None:
+            locations.append(unpack(raw))
+        if gone:
+            locations = [loc for loc in locations if loc[0] != leaving]
+        if not locations:
+            txn.delete(chunk_id, db=self.db["chunks"])
+            txn.delete(chunk_id, db=self.db["dups"])
+            return
+        locations.sort(key=lambda loc: self._rank(txn, loc[0]))
+        txn.put(chunk_id, pack(locations[0]), db=self.db["chunks"])
+        if len(locations) > 1:
+            txn.put(chunk_id, pack(locations[1:]), db=self.db["dups"])
+        else:
+            txn.delete(chunk_id, db=self.db["dups"])
+
+    def pack_entries(self, pack_id: bytes, txn: lmdb.Transaction | None = None) -> list[PackEntry] | None:
+        if txn is None:
+            with self.read() as txn:
+                return self.pack_entries(pack_id, txn)
+        raw = txn.get(pack_id, db=self.db["entries"])
+        return None if raw is None else [PackEntry(*e) for e in unpack(raw)]
+
+    def pack_state(self, pack_id: bytes, txn: lmdb.Transaction | None = None) -> str:
+        """``live``, ``condemned`` (awaiting its sweep) or ``swept`` (deleted, or being deleted)."""
+        if txn is None:
+            with self.read() as txn:
+                return self.pack_state(pack_id, txn)
+        raw = txn.get(pack_id, db=self.db["condemned"])
+        if raw is None:
+            return "live"
+        return "swept" if unpack(raw)[1] else "condemned"
+
+    def condemn_pack(self, txn: lmdb.Transaction, pack_id: bytes, seq: int, when: float) -> None:
+        """Fold a garbage-collection plan: ``pack_id`` will be deleted by a later sweep."""
+        if txn.get(pack_id, db=self.db["condemned"]) is not None:
+            return
+        txn.put(pack_id, pack([seq, False, when]), db=self.db["condemned"])
+        for e in self.pack_entries(pack_id, txn) or []:
+            self._relocate(txn, e.chunk_id, pack_id, gone=False)
+
+    def sweep_pack(self, txn: lmdb.Transaction, pack_id: bytes, seq: int) -> None:
+        """Fold a sweep: ``pack_id`` is deleted; its chunks keep only their other locations."""
+        raw = txn.get(pack_id, db=self.db["condemned"])
+        when = unpack(raw)[2] if raw is not None else 0.0
+        txn.put(pack_id, pack([seq, True, when]), db=self.db["condemned"])
+        for e in self.pack_entries(pack_id, txn) or []:
+            self._relocate(txn, e.chunk_id, pack_id, gone=True)
+        txn.delete(pack_id, db=self.db["packs"])
+        txn.delete(pack_id, db=self.db["entries"])
+
+    def condemned_packs(self) -> dict[bytes, tuple[int, bool, float]]:
+        """Every pack a garbage-collection event named: pack id -> (sequence number of the event
+        that condemned or swept it, swept?, time it was condemned)."""
+        with self.read() as txn:
+            return {bytes(k): tuple(unpack(v)) for k, v in txn.cursor(db=self.db["condemned"])}
 
     def has_pack(self, pack_id: bytes) -> bool:
         with self.read() as txn:
@@ -113,22 +211,6 @@ class LocalIndex:
             for key, value in txn.cursor(db=self.db["packs"]):
                 size, count = unpack(value)
                 yield bytes(key), size, count
-
-    # manifest nodes ---------------------------------------------------------------------------
-
-    def has_tree(self, node_id: bytes) -> bool:
-        with self.read() as txn:
-            return txn.get(node_id, db=self.db["trees"]) is not None
-
-    def add_tree(self, node_id: bytes, size: int, txn: lmdb.Transaction | None = None) -> None:
-        if txn is None:
-            with self.write() as txn:
-                return self.add_tree(node_id, size, txn)
-        txn.put(node_id, pack(size), db=self.db["trees"])
-
-    def tree_bytes(self) -> int:
-        with self.read() as txn:
-            return sum(unpack(v) for _, v in txn.cursor(db=self.db["trees"]))
 
     # whole-index operations -------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from osmo_store.catalog import Catalog
-from osmo_store.chunkstore import TREE_PREFIX, ChunkStore, tree_id_from_key
+from osmo_store.chunkstore import ChunkStore
 from osmo_store.datasets import DatasetLog
 from osmo_store.errors import OsmoError
 from osmo_store.index import LocalIndex
@@ -103,10 +103,6 @@ def reindex(chunks: ChunkStore, index: LocalIndex, log: DatasetLog,
             warnings.append(f"skipped {key}: {exc}")
         if on_pack:
             on_pack()
-    with index.write() as txn:
-        for key in chunks.blob.list(TREE_PREFIX):
-            node_id = tree_id_from_key(key)
-            index.add_tree(node_id, chunks.blob.size(key), txn)
     log.sync()
     return warnings
 
@@ -116,19 +112,14 @@ def stats(chunks: ChunkStore, catalog: Catalog) -> dict:
     counts = chunks.index.counts()
     datasets = catalog.datasets()
     live = [v for dsid, _ in datasets for v in catalog.versions(dsid, include_deleted=False)]
-    tree_bytes = chunks.index.tree_bytes()
-    pack_bytes = sum(size for _, size, _ in packs)
+    stored = sum(size for _, size, _ in packs)
     logical = sum(v["logical_bytes"] for v in live)
-    stored = pack_bytes + tree_bytes
     return {
         "store": chunks.blob.url,
         "datasets": len(datasets),
         "versions": len(live),
         "packs": len(packs),
-        "pack_bytes": pack_bytes,
         "chunks": counts["chunks"],
-        "manifest_nodes": counts["trees"],
-        "manifest_bytes": tree_bytes,
         "stored_bytes": stored,
         "logical_bytes": logical,
         "dedup_ratio": round(logical / stored, 3) if stored else None,

@@ -2,17 +2,20 @@
 
 Layout (docs/FORMAT.md has the byte-level description)::
 
-    "OSMOPK01"                      8-byte header (magic + format)
+    "OSMOPK01" salt                 8-byte magic + format, 16 random bytes
     chunk bytes ...                 stored (possibly zstd-compressed) chunk bodies, back to back
     footer                          canonical msgpack array of entries
                                     [chunk id (bin 32), offset, stored length, raw length, compression]
     trailer (44 bytes)              footer length (uint32 LE) | BLAKE3 of footer (32) | "OSMOPEND"
 
 A pack is named by the BLAKE3 of all its bytes, so its index can always be rebuilt from the packs.
+The random salt makes every pack's name new, even for the same chunks: garbage collection deletes
+packs by name, and a writer must never re-create, under a name being deleted, the pack it needs.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -22,6 +25,8 @@ from osmo_store import hashing
 from osmo_store.errors import IntegrityError
 
 HEADER = b"OSMOPK01"
+SALT_SIZE = 16
+HEADER_SIZE = len(HEADER) + SALT_SIZE
 END_MAGIC = b"OSMOPEND"
 TRAILER_SIZE = 4 + 32 + len(END_MAGIC)
 COMPRESSION_NONE = 0
@@ -63,8 +68,8 @@ class PackBuilder:
     """Accumulates chunk bodies and seals them into one pack object (one copy, at seal time)."""
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = [HEADER]
-        self._size = len(HEADER)
+        self._parts: list[bytes] = [HEADER + os.urandom(SALT_SIZE)]
+        self._size = HEADER_SIZE
         self.entries: list[PackEntry] = []
 
     @property
@@ -110,7 +115,7 @@ def parse_tail(tail: bytes, pack_size: int, where: str) -> list[PackEntry]:
     (footer_len,) = struct.unpack("<I", trailer[:4])
     footer_digest = trailer[4:36]
     data_end = pack_size - TRAILER_SIZE - footer_len
-    if data_end < len(HEADER):
+    if data_end < HEADER_SIZE:
         raise IntegrityError(f"{where}: footer length {footer_len} exceeds the pack")
     if footer_len + TRAILER_SIZE > len(tail):
         raise FooterTooShort(footer_len + TRAILER_SIZE)
@@ -135,7 +140,7 @@ def _entries(raw: object, data_end: int, where: str) -> list[PackEntry]:
         ints_ok = all(type(v) is int and v >= 0 for v in (off, stored, rawlen))
         if not (isinstance(cid, bytes) and len(cid) == 32 and ints_ok):
             raise IntegrityError(f"{where}: malformed footer entry")
-        if comp not in (COMPRESSION_NONE, COMPRESSION_ZSTD) or off < len(HEADER) or off + stored > data_end:
+        if comp not in (COMPRESSION_NONE, COMPRESSION_ZSTD) or off < HEADER_SIZE or off + stored > data_end:
             raise IntegrityError(f"{where}: footer entry out of range")
         entries.append(PackEntry(cid, off, stored, rawlen, comp))
     return entries

@@ -21,6 +21,7 @@ from osmo_store.errors import AlreadyExistsError, NotFoundError
 from osmo_store.ids import Ref, parse_ref
 from osmo_store.index import LocalIndex
 from osmo_store import maintenance
+from osmo_store.gc import Collector, GcOptions, GcStats
 from osmo_store.manifest import FileEntry, diff_trees, iter_entries, iter_nodes
 from osmo_store.transfer.download import DownloadResult, Downloader
 from osmo_store.transfer.progress import Progress
@@ -179,6 +180,11 @@ class Repository:
 
     def stats(self) -> dict:
         return maintenance.stats(self.chunks, self.catalog)
+
+    def gc(self, options: GcOptions = GcOptions(), dry_run: bool = False,
+           progress: Callable[[str, int], Callable[[], None]] | None = None) -> GcStats:
+        """Collect garbage (docs/GC.md); with ``dry_run`` only plan and report."""
+        return Collector(self.chunks, self.catalog, self.log, options, progress=progress).run(dry_run)
 
     def pack_count(self) -> int:
         return sum(1 for _ in self.blob.list("packs/"))

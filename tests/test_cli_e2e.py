@@ -494,7 +494,7 @@ def test_upload_with_a_reserved_tag_is_refused_before_storing_anything(cli, tmp_
     random_tree(src, seed=4, files=5, max_size=50_000)
     assert_error(cli("dataset", "upload", "ds:latest", str(src), check=False), 2, "latest")
     stats = cli("store", "stats", "--json").json()
-    assert (stats["versions"], stats["packs"], stats["manifest_nodes"]) == (0, 0, 0)
+    assert (stats["versions"], stats["packs"], stats["chunks"]) == (0, 0, 0)
 
 
 @pytest.mark.parametrize("args, needle", [

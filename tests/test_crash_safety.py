@@ -91,7 +91,7 @@ def check_after_interruption(cli: Cli, src, expected: dict, full_stored: int, wo
     assert rerun["logical_bytes"] == tree_bytes(src)
     if not committed:
         # everything already stored is reused: only the rest is written
-        assert rerun["stored_bytes"] <= full_stored - stats["pack_bytes"] + 64 * 1024, (rerun, stats)
+        assert rerun["stored_bytes"] <= full_stored - stats["stored_bytes"] + 64 * 1024, (rerun, stats)
         if stats["packs"]:
             assert rerun["stored_bytes"] < full_stored
     out = work / "rerun"
@@ -194,7 +194,7 @@ def test_upload_failing_mid_way_leaves_no_version(cli, tmp_path):
     rerun = cli("dataset", "upload", "ds", str(src), "--json").json()
     assert rerun["version"] == 1
     assert rerun["chunks_deduplicated"] >= 700
-    assert rerun["stored_bytes"] <= whole - full["pack_bytes"] + 16 * 1024, (rerun, full, whole)
+    assert rerun["stored_bytes"] <= whole - full["stored_bytes"] + 16 * 1024, (rerun, full, whole)
     cli("dataset", "download", "ds", str(tmp_path / "out"))
     assert snapshot(tmp_path / "out") == expected
     assert cli("store", "verify", "--read-data").code == 0
@@ -240,7 +240,7 @@ def test_full_disk_exits_8_and_recovers_after_space_is_freed(tmp_path, small_dis
     assert leftovers == []  # no temporary file keeps the disk full
     assert cli("store", "verify", "--read-data").code == 0
     assert cli("dataset", "list", "--json").json() == []
-    stored_before = cli("store", "stats", "--json").json()["pack_bytes"]
+    stored_before = cli("store", "stats", "--json").json()["stored_bytes"]
     assert stored_before > 0
 
     os.remove(ballast)

@@ -18,7 +18,7 @@ import pytest
 from conftest import Cli
 from helpers.trees import snapshot, write_file
 from osmo_store.blob import LocalBlobStore
-from osmo_store.chunkstore import tree_key
+from osmo_store.packs import COMPRESSION_NONE, PackBuilder, pack_key
 from osmo_store.datasets import encode_event, log_key
 from osmo_store.hashing import digest
 from osmo_store.manifest import LEAF, FileEntry, encode_node
@@ -179,7 +179,10 @@ def inject_version(store_path: str, name: str, node: bytes, node_id: bytes | Non
     """Store a manifest node and a version event for a new dataset ``name`` pointing at it."""
     blob = LocalBlobStore(store_path)
     node_id = node_id or digest(node)
-    blob.put(tree_key(node_id), node)
+    builder = PackBuilder()  # manifest nodes live in packs, like chunks
+    builder.add(node_id, node, len(node), COMPRESSION_NONE)
+    pack_id, data = builder.seal()
+    blob.put(pack_key(pack_id), data)
     seq = next_seq(blob)
     blob.create(log_key(seq), encode_event({
         "op": "version", "dataset": name, "version": 1, "parent": None, "tags": [], "root": node_id.hex(),

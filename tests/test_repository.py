@@ -14,7 +14,7 @@ from osmo_store.errors import AlreadyExistsError, NotFoundError, UsageError
 from osmo_store.repository import Repository
 from osmo_store.transfer.upload import UploadRequest
 
-TABLES = ["chunks", "packs", "trees", "datasets", "names", "versions", "tags", "meta"]
+TABLES = ("chunks", "dups", "packs", "entries", "condemned", "datasets", "names", "versions", "tags", "meta")
 
 
 def make_tree(root, seed=0, files=30, max_size=20_000):

@@ -12,6 +12,8 @@ checks:
 * ``create`` is an atomic exclusive create: of any number of concurrent ``create`` calls on one key
   exactly one succeeds; the others raise ``AlreadyExistsError`` and change nothing. Backends that
   cannot promise this set ``supports_exclusive_create = False``.
+* ``list_info(prefix)`` is ``list`` with each object's size and last-modified time (seconds since
+  the epoch, by the medium's clock; garbage collection uses it to spare new objects).
 * ``list(prefix)`` yields every key that starts with ``prefix`` and was completely written before the
   call began, in lexicographic order; never a temporary or partial object.
 * ``put_parts`` is ``put`` of the concatenation of its parts (backends may stream them).
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from osmo_store.errors import UsageError
 
@@ -41,6 +44,15 @@ def check_key(key: str) -> str:
         if part in ("", ".", "..") or any(ord(c) < 32 for c in part):
             raise UsageError(f"invalid blob key {key!r}")
     return key
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: its key, length and last-modified time (epoch seconds)."""
+
+    key: str
+    size: int
+    modified: float
 
 
 class BlobStore(abc.ABC):
@@ -70,6 +82,9 @@ class BlobStore(abc.ABC):
     def list(self, prefix: str = "") -> Iterator[str]: ...
 
     @abc.abstractmethod
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+    @abc.abstractmethod
     def delete(self, key: str) -> None: ...
 
     @abc.abstractmethod
@@ -87,6 +102,11 @@ class BlobStore(abc.ABC):
         except NotFoundError:
             return False
         return True
+
+    def remove_temporaries(self, older_than: float) -> int:
+        """Delete leftovers of writes interrupted before ``older_than`` (epoch seconds); returns how
+        many. Only backends that leave such leftovers (temporary files) have anything to do."""
+        return 0
 
     def close(self) -> None:
         """Release connections; the default has nothing to release."""

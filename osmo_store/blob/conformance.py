@@ -8,6 +8,7 @@ Importing this module needs pytest (a test dependency), so the package never imp
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -88,6 +89,16 @@ class BlobStoreConformance:
         assert list(store.list("packs/")) == ["packs/ab/abcd", "packs/cd/cdef"]
         assert list(store.list("")) == sorted(keys)
         assert list(store.list("nothing/")) == []
+
+    def test_list_info_gives_sizes_and_times(self, store: BlobStore) -> None:
+        before = time.time()
+        store.put("info/a", b"12345")
+        store.put("info/b/c", b"")
+        store.put("other", b"x")
+        infos = list(store.list_info("info/"))
+        assert [(i.key, i.size) for i in infos] == [("info/a", 5), ("info/b/c", 0)]
+        for info in infos:  # by the medium's clock: allow some skew, but it is a real time
+            assert before - 300 < info.modified < time.time() + 300
 
     def test_delete(self, store: BlobStore) -> None:
         store.put("d/1", b"x")

@@ -16,11 +16,12 @@ layer only.
 
 from __future__ import annotations
 
+import datetime
 import errno
 from collections.abc import Iterator
 from typing import Any
 
-from osmo_store.blob.base import BlobStore, check_key
+from osmo_store.blob.base import BlobStore, ObjectInfo, check_key
 from osmo_store.errors import (AlreadyExistsError, BackendError, NotFoundError, OsmoError,
                                TransientBackendError, UsageError)
 
@@ -71,6 +72,25 @@ def is_transient(exc: BaseException) -> bool:
 def truthy(value: Any) -> bool:
     """A store option given as text (``true``, ``1``, ``yes``, ``on``) or a bool."""
     return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _modified(info: dict) -> float:
+    """An fsspec listing entry's last-modified time as epoch seconds (s3fs: ``LastModified``,
+    adlfs: ``last_modified``, local: ``mtime``); 0.0 when the filesystem does not say."""
+    for field in ("LastModified", "last_modified", "mtime", "modified", "created"):
+        value = info.get(field)
+        if isinstance(value, datetime.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=datetime.timezone.utc)
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return 0.0
 
 
 def _reason(exc: BaseException) -> str:
@@ -157,18 +177,23 @@ class FsspecBlobStore(BlobStore):
         return int(info["size"])
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        for info in self.list_info(prefix):
+            yield info.key
+
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
         folder = prefix.rpartition("/")[0]
         base = self._path(folder) if folder else self.root
         if not base:
             raise UsageError(f"{self.url}: a store needs a bucket or container in its URL")
         try:
-            paths = self.fs.find(base)
+            found = self.fs.find(base, detail=True)
         except FileNotFoundError:
             return
         except Exception as exc:
             raise self.translate(exc, prefix or ".", "list") from None
-        keys = sorted(k for k in (self._key(p) for p in paths) if k.startswith(prefix))
-        yield from keys
+        infos = [ObjectInfo(key, int(info.get("size") or 0), _modified(info))
+                 for key, info in ((self._key(p), i) for p, i in found.items()) if key.startswith(prefix)]
+        yield from sorted(infos, key=lambda i: i.key)
 
     # writes -------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import os
 import uuid
 from collections.abc import Iterator
 
-from osmo_store.blob.base import BlobStore, check_key
+from osmo_store.blob.base import BlobStore, ObjectInfo, check_key
 from osmo_store.errors import AlreadyExistsError, BackendError, NotFoundError
 
 TMP_PREFIX = ".tmp-"
@@ -110,9 +110,36 @@ class LocalBlobStore(BlobStore):
     def list(self, prefix: str = "") -> Iterator[str]:
         folder, _, stem = prefix.rpartition("/")
         base = os.path.join(self.root, *folder.split("/")) if folder else self.root
-        yield from self._walk(base, folder, stem)
+        for key, _ in self._walk(base, folder, stem):
+            yield key
 
-    def _walk(self, path: str, key_prefix: str, stem: str) -> Iterator[str]:
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        folder, _, stem = prefix.rpartition("/")
+        base = os.path.join(self.root, *folder.split("/")) if folder else self.root
+        for key, entry in self._walk(base, folder, stem):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # deleted since the folder was read
+            yield ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def remove_temporaries(self, older_than: float) -> int:
+        """Delete ``.tmp-*`` files left by writers killed mid-write, last modified before ``older_than``."""
+        removed = 0
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                if not name.startswith(TMP_PREFIX):
+                    continue
+                path = os.path.join(folder, name)
+                try:
+                    if os.lstat(path).st_mtime < older_than:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        return removed
+
+    def _walk(self, path: str, key_prefix: str, stem: str) -> Iterator[tuple[str, os.DirEntry]]:
         try:
             entries = sorted(os.scandir(path), key=lambda e: e.name)
         except (FileNotFoundError, NotADirectoryError):
@@ -126,7 +153,7 @@ class LocalBlobStore(BlobStore):
             if entry.is_dir(follow_symlinks=False):
                 yield from self._walk(entry.path, key, "")
             else:
-                yield key
+                yield key, entry
 
     def delete(self, key: str) -> None:
         try:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from osmo_store.blob.base import BlobStore
+from osmo_store.blob.base import BlobStore, ObjectInfo
 from osmo_store.blob.wrappers import DelegatingBlobStore
 from osmo_store.errors import AlreadyExistsError, BackendError, NotFoundError, TransientBackendError
 
@@ -98,6 +98,9 @@ class RetryingBlobStore(DelegatingBlobStore):
     def list(self, prefix: str = "") -> Iterator[str]:
         # A listing is materialised so that a failure half-way can be retried from the start.
         return iter(self._call(lambda: list(self.inner.list(prefix))))
+
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return iter(self._call(lambda: list(self.inner.list_info(prefix))))
 
     def delete(self, key: str) -> None:
         self._call(lambda: self.inner.delete(key))

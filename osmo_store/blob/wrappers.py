@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 
-from osmo_store.blob.base import BlobStore
+from osmo_store.blob.base import BlobStore, ObjectInfo
 from osmo_store.errors import TransientBackendError
 
 
@@ -27,6 +27,9 @@ class DelegatingBlobStore(BlobStore):
     @property
     def url(self) -> str:
         return self.inner.url
+
+    def remove_temporaries(self, older_than: float) -> int:
+        return self.inner.remove_temporaries(older_than)
 
     def close(self) -> None:
         self.inner.close()
@@ -73,6 +76,10 @@ class MeteredBlobStore(DelegatingBlobStore):
     def list(self, prefix: str = "") -> Iterator[str]:
         self._count("list")
         return self.inner.list(prefix)
+
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        self._count("list")
+        return self.inner.list_info(prefix)
 
     def delete(self, key: str) -> None:
         self._count("delete")
@@ -130,6 +137,9 @@ class FaultyBlobStore(DelegatingBlobStore):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         return iter(self._read("list", prefix or ".", lambda: list(self.inner.list(prefix))))
+
+    def list_info(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        return iter(self._read("list", prefix or ".", lambda: list(self.inner.list_info(prefix))))
 
     def put(self, key: str, data: bytes) -> None:
         self._write("write", key, lambda: self.inner.put(key, data))

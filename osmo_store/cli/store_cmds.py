@@ -9,6 +9,8 @@ from osmo_store.cli.context import json_option, pass_state
 from osmo_store.cli.output import CountProgress, emit_json, human_bytes, note
 from osmo_store.config import KiB, MiB
 from osmo_store.errors import IntegrityError
+from osmo_store.gc import DEFAULT_REPACK_THRESHOLD, GcOptions
+from osmo_store.ids import parse_duration
 from osmo_store.repository import config_with, init_store, open_store_blob
 from osmo_store.userconfig import UserConfig, parse_options, redact
 
@@ -90,6 +92,62 @@ def reindex(state, as_json) -> None:
         click.echo(f"reindexed {stats['packs']} packs, {stats['chunks']} chunks, {stats['versions']} versions")
 
 
+class StageBars:
+    """One counting bar per stage of a long operation, each closed when the next begins."""
+
+    def __init__(self, enabled: bool | None) -> None:
+        self.enabled = enabled
+        self._bar: CountProgress | None = None
+
+    def __call__(self, label: str, total: int):
+        self.close()
+        self._bar = CountProgress(label, total, enabled=self.enabled)
+        return self._bar.tick
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@store.command()
+@click.option("--dry-run", is_flag=True, help="Only plan: report what would be condemned, repacked and deleted.")
+@click.option("--min-age", default="1h", show_default=True, metavar="DURATION",
+              help="Safety margin for other writers: packs newer than this are never condemned, and condemned "
+                   "packs are deleted only this long after (e.g. 90s, 30m, 1h, 7d; 0 = no margin: only when "
+                   "nobody else is writing).")
+@click.option("--repack-threshold", type=click.FloatRange(0, 1, min_open=True), default=DEFAULT_REPACK_THRESHOLD,
+              show_default=True, help="Dead share of a pack at which its live chunks are moved to a new pack.")
+@json_option
+@pass_state
+def gc(state, dry_run, min_age, repack_threshold, as_json) -> None:
+    """Delete the packs that no live version needs, safely while others upload (docs/GC.md).
+
+    Two phases: a run condemns unreferenced packs (repacking mostly-dead ones first) and deletes the
+    packs condemned by an earlier run at least --min-age ago. Run it regularly (e.g. hourly); with
+    --min-age 0 everything unreferenced is deleted at once.
+    """
+    options = GcOptions(min_age=parse_duration(min_age, "--min-age"), repack_threshold=repack_threshold)
+    repo = state.repo()
+    bars = StageBars(None if not as_json else False)
+    try:
+        result = repo.gc(options, dry_run=dry_run, progress=bars)
+    finally:
+        bars.close()
+    if as_json:
+        emit_json(result.to_json())
+        return
+    verb = "would be" if dry_run else "were"
+    click.echo(f"live: {result.live_versions} versions, {result.live_chunks} chunks and nodes, "
+               f"{human_bytes(result.live_bytes)} in {result.packs} packs of {human_bytes(result.pack_bytes)}")
+    click.echo(f"condemned: {result.packs_condemned} packs ({human_bytes(result.bytes_condemned)}), "
+               f"{result.packs_repacked} of them repacked ({human_bytes(result.bytes_repacked_live)} live moved)")
+    click.echo(f"deleted: {result.packs_deleted} packs ({human_bytes(result.bytes_deleted)}) {verb} deleted; "
+               f"{result.packs_waiting} condemned packs ({human_bytes(result.bytes_waiting)}) wait for --min-age")
+    click.echo(f"kept: {result.packs_kept} packs ({human_bytes(result.bytes_kept)}; "
+               f"{human_bytes(result.dead_bytes_kept)} dead below the repack threshold or too young)")
+
+
 @store.command()
 @json_option
 @pass_state
@@ -101,8 +159,7 @@ def stats(state, as_json) -> None:
         return
     rows = [("store", s["store"]), ("datasets", s["datasets"]), ("live versions", s["versions"]),
             ("logical bytes", human_bytes(s["logical_bytes"])), ("stored bytes", human_bytes(s["stored_bytes"])),
-            ("dedup ratio", s["dedup_ratio"] or "-"), ("packs", s["packs"]), ("chunks", s["chunks"]),
-            ("manifest nodes", s["manifest_nodes"])]
+            ("dedup ratio", s["dedup_ratio"] or "-"), ("packs", s["packs"]), ("chunks", s["chunks"])]
     for k, v in rows:
         click.echo(f"{k:15} {v}")
 

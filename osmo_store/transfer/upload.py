@@ -22,9 +22,9 @@ from osmo_store.catalog import Catalog
 from osmo_store.chunking import Chunker
 from osmo_store.chunkstore import ChunkStore, PackWriter
 from osmo_store.datasets import DatasetLog, current_user
-from osmo_store.errors import UsageError
+from osmo_store.errors import NotFoundError, UsageError
 from osmo_store.index import LocalIndex
-from osmo_store.manifest import Checksum, FileEntry, TreeBuilder
+from osmo_store.manifest import LEAF, Checksum, FileEntry, TreeBuilder, iter_nodes
 from osmo_store.transfer.filters import PathFilter
 from osmo_store.transfer.progress import Cancelled, Progress
 from osmo_store.transfer.scan import SourceFile, scan
@@ -32,6 +32,7 @@ from osmo_store.transfer.scan import SourceFile, scan
 RACY_SECONDS = 2  # files modified this recently are not put in the stat cache
 STAT_BATCH = 1000
 SNAPSHOT_CHUNKS = 256  # chunks looked up in one index read snapshot
+RESCUE_ATTEMPTS = 5  # rounds of copying chunks out of condemned packs before giving up
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Uploader:
         if not req.paths:
             raise UsageError("give at least one folder or file to upload")
         self.log.check_new_version(req.dataset, list(req.tags))
+        gc_seen = self.catalog.gc_seq()  # garbage collection folded before any deduplication
         self.chunks.refresh_packs()  # deduplicate against packs other clients wrote
         scanned = scan(req.paths, PathFilter(req.include, req.exclude))
         writer = self.chunks.writer()
@@ -97,24 +99,49 @@ class Uploader:
                 checksum.add(entry.path, entry.size, entry.executable, entry.digest)
                 unchanged += reused
                 self.progress.advance(1, entry.size)
-            writer.flush()
             root = tree.finish()
+            writer.flush()  # manifest nodes go into the packs too: flush after the root
             completed = True
         finally:
             writer.close(abandon=not completed)
             self.progress.finish()
-        record = self.log.commit_version(req.dataset, {
+        fields = {
             "root": root.hex(), "user": current_user(), "description": req.description,
             "metadata": dict(req.metadata), "labels": dict(req.labels),
             "logical_bytes": tree.bytes, "files": tree.files,
             "stored_bytes": writer.stats.bytes_written, "checksum": checksum.hexdigest(),
-        }, list(req.tags))
+        }
+        record = self._commit(req, root, fields, gc_seen)
         return UploadResult(
             dataset=req.dataset, version=record["version"], files=tree.files,
-            logical_bytes=tree.bytes, stored_bytes=writer.stats.bytes_written,
+            logical_bytes=tree.bytes, stored_bytes=fields["stored_bytes"],
             seconds=round(time.monotonic() - start, 3), files_unchanged=unchanged,
             chunks_new=writer.stats.chunks_new, chunks_deduplicated=writer.stats.chunks_dedup,
             checksum=record["checksum"], skipped=scanned.skipped)
+
+    def _commit(self, req: UploadRequest, root: bytes, fields: dict, gc_seen: int) -> dict:
+        """Commit the version event. If a garbage collection was folded since the upload began,
+        every chunk and node of the new version is checked first; those left only in condemned
+        packs are copied to new packs, then the commit is tried again (docs/GC.md)."""
+        checked = gc_seen
+
+        def guard() -> None:
+            nonlocal checked
+            now = self.catalog.gc_seq()
+            if now == checked:
+                return
+            needed = self.chunks.unusable(version_chunk_ids(self.chunks.get_tree, root))
+            if needed:
+                raise RescueNeeded(needed)
+            checked = now
+
+        for _ in range(RESCUE_ATTEMPTS):
+            try:
+                return self.log.commit_version(req.dataset, fields, list(req.tags), guard)
+            except RescueNeeded as rescue:
+                fields["stored_bytes"] += self.chunks.rescue(rescue.chunks)
+        raise NotFoundError(f"{req.dataset}: garbage collection kept condemning this upload's data; "
+                            "run it again with a longer 'osmo store gc --min-age'")
 
     def _entries(self, files: list[SourceFile], writer: PackWriter):
         """Entries in path order, processed by the thread pool with a bounded look-ahead."""
@@ -183,9 +210,27 @@ class Uploader:
         size, mtime_ns, ctime_ns, ino, dev, digest, chunks = value
         if (size, mtime_ns, ctime_ns, ino, dev) != (src.size, src.mtime_ns, src.ctime_ns, src.ino, src.dev):
             return None
-        if not all(self.index.has_chunk(cid) for cid, _ in chunks):
+        if not all(self.index.usable_location(cid) is not None for cid, _ in chunks):
             return None
         return FileEntry(src.path, size, src.mode, src.mtime_ns, digest, tuple((c, n) for c, n in chunks))
+
+
+class RescueNeeded(Exception):
+    """Internal: the version about to be committed references chunks only condemned packs hold."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        super().__init__(f"{len(chunks)} chunks to rescue")
+        self.chunks = chunks
+
+
+def version_chunk_ids(load, root: bytes):
+    """Every manifest node and chunk id a version references (repeats possible)."""
+    for node_id, level, items in iter_nodes(load, root):
+        yield node_id
+        if level == LEAF:
+            for entry in items:
+                for cid, _ in entry.chunks:
+                    yield cid
 
 
 def _stat_key(src: SourceFile) -> bytes:

@@ -1,0 +1,11 @@
+"""Presentation of the storage report (``osmo store report``): prices, cost estimate, renderings.
+
+The store engine computes the report as a plain dict; this package only prices and formats it
+(JSON, CSV, text, one self-contained HTML page). It imports nothing from the store but its errors.
+"""
+
+from osmo_store.report.html import to_html
+from osmo_store.report.prices import DEFAULT_PRICES, estimate_costs, load_prices
+from osmo_store.report.render import to_csv, to_json, to_text
+
+__all__ = ["DEFAULT_PRICES", "estimate_costs", "load_prices", "to_csv", "to_html", "to_json", "to_text"]
