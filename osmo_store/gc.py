@@ -203,7 +203,8 @@ class Collector:
         return out
 
     @staticmethod
-    def tally(verdicts: list[PackVerdict], stats: GcStats) -> None:
+    def tally(verdicts: list[PackVerdict], stats: GcStats, sweep_at_once: bool) -> None:
+        """Sum the verdicts up; with no margin (``sweep_at_once``) condemned packs count as deleted too."""
         for v in verdicts:
             live_bytes = v.size - v.dead_bytes
             stats.live_bytes += live_bytes if v.action not in ("resweep",) else 0
@@ -218,6 +219,9 @@ class Collector:
                 if v.action == "repack":
                     stats.packs_repacked += 1
                     stats.bytes_repacked_live += live_bytes
+                if sweep_at_once:
+                    stats.packs_deleted += 1
+                    stats.bytes_deleted += v.size
             elif v.action == "waiting":
                 stats.packs_waiting += 1
                 stats.bytes_waiting += v.size
@@ -237,7 +241,7 @@ class Collector:
             verdicts = self.plan(marker, stats)
             stats.live_versions = marker.versions
             stats.live_chunks = len(marker.live)
-            self.tally(verdicts, stats)
+            self.tally(verdicts, stats, self.options.min_age <= 0)
             if dry_run:
                 break
             try:
@@ -265,14 +269,17 @@ class Collector:
             seq, event = self._commit(marker, gc_seen, ids_condemn, ids_sweep, copier)
             stats.events.append(seq)
             ids_condemn, ids_sweep = event["condemn"], event["sweep"]
-            self._recount(verdicts, set(ids_condemn), set(ids_sweep), stats)
+            self._recount(verdicts, set(ids_condemn), set(ids_sweep), stats, self.options.min_age <= 0)
         if self.options.min_age <= 0 and ids_condemn:  # no margin asked for: sweep them right away
             gc_seen = self.catalog.gc_seq()
             seq, event = self._commit(marker, gc_seen, [], ids_condemn, copier)
             stats.events.append(seq)
             ids_sweep = ids_sweep + event["sweep"]
-            stats.packs_deleted += len(event["sweep"])
-            stats.bytes_deleted += sum(v.size for v in verdicts if v.pack_id in set(event["sweep"]))
+            kept = set(ids_condemn) - set(event["sweep"])  # newly live at the last moment: deleted later
+            stats.packs_deleted -= len(kept)
+            stats.bytes_deleted -= sum(v.size for v in verdicts if v.pack_id in kept)
+            stats.packs_waiting += len(kept)
+            stats.bytes_waiting += sum(v.size for v in verdicts if v.pack_id in kept)
         resweep = [v.pack_id for v in verdicts if v.action == "resweep"]
         self._delete(ids_sweep + resweep)
         stats.temporaries_removed = self.chunks.blob.remove_temporaries(
@@ -336,7 +343,8 @@ class Collector:
         return False
 
     @staticmethod
-    def _recount(verdicts: list[PackVerdict], condemned: set[bytes], swept: set[bytes], stats: GcStats) -> None:
+    def _recount(verdicts: list[PackVerdict], condemned: set[bytes], swept: set[bytes], stats: GcStats,
+                 sweep_at_once: bool) -> None:
         """Packs dropped from the event at the last moment (newly live) are kept after all."""
         for v in verdicts:
             if v.action in ("condemn", "repack") and v.pack_id not in condemned:
@@ -344,6 +352,9 @@ class Collector:
                 stats.bytes_condemned -= v.size
                 stats.packs_kept += 1
                 stats.bytes_kept += v.size
+                if sweep_at_once:
+                    stats.packs_deleted -= 1
+                    stats.bytes_deleted -= v.size
             if v.action == "sweep" and v.pack_id not in swept:
                 stats.packs_deleted -= 1
                 stats.bytes_deleted -= v.size

@@ -130,7 +130,12 @@ class Uploader:
             now = self.catalog.gc_seq()
             if now == checked:
                 return
-            needed = self.chunks.unusable(version_chunk_ids(self.chunks.get_tree, root))
+            try:
+                needed = self.chunks.unusable(version_chunk_ids(self.chunks.get_tree, root))
+            except NotFoundError:  # a manifest node of this upload was swept away
+                raise NotFoundError(f"{req.dataset}: data this upload references was garbage-collected while "
+                                    "this upload ran (is 'osmo store gc --min-age' too short?); run the upload "
+                                    "again") from None
             if needed:
                 raise RescueNeeded(needed)
             checked = now
