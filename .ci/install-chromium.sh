@@ -10,16 +10,6 @@ if [ -x /usr/bin/chromium ]; then
     exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-
-start=$(date +%s)
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-# --no-install-recommends: the browser and its libraries only (no desktop integration, no extra
-# fonts); fonts-dejavu-core so that the report's text renders in the screenshot.
-$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
-end=$(date +%s)
-
-echo "install-chromium: installed chromium and fonts-dejavu-core in $((end - start)) s" \
-     "($(/usr/bin/chromium --version 2>/dev/null | head -1))"
+# fonts-dejavu-core so that the report's text renders in the screenshot.
+bash "$(dirname "$0")/apt-install.sh" install-chromium chromium fonts-dejavu-core
+/usr/bin/chromium --version 2>/dev/null | head -1

@@ -16,15 +16,9 @@ if [ "$missing" = 0 ]; then
     exit 0
 fi
 
+bash "$(dirname "$0")/apt-install.sh" install-radosgw "${PACKAGES[@]}"
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-
-start=$(date +%s)
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-# --no-install-recommends keeps it to what the daemons need (no ceph-mgr, no smartmontools...).
-$SUDO apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
-end=$(date +%s)
 
 # The packages may enable and start system services; the tests start their own daemons instead.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
@@ -32,4 +26,4 @@ if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
         >/dev/null 2>&1 || true
 fi
 
-echo "install-radosgw: installed ${PACKAGES[*]} in $((end - start)) s ($(ceph-mon --version | head -1))"
+ceph-mon --version | head -1

@@ -94,23 +94,21 @@ class ChunkStore:
 
     # manifest nodes ---------------------------------------------------------------------------
 
-    def read_stored(self, chunk_id: bytes, loc: ChunkLocation) -> bytes:
-        """A chunk's bytes as stored (maybe compressed), checked against its id."""
+    def _read(self, chunk_id: bytes, loc: ChunkLocation) -> tuple[bytes, bytes]:
+        """``(stored, raw)``: a chunk read with one range request, decoded and checked against its id."""
         key = pack_key(loc.pack_id)
         stored = self.blob.get_range(key, loc.offset, loc.stored_length)
         if len(stored) != loc.stored_length:
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} in {key}: pack is shorter than its index says")
-        decode_chunk(chunk_id, stored, loc.raw_length, loc.compression, key)
-        return stored
+        return stored, decode_chunk(chunk_id, stored, loc.raw_length, loc.compression, key)
+
+    def read_stored(self, chunk_id: bytes, loc: ChunkLocation) -> bytes:
+        """A chunk's bytes as stored (maybe compressed), checked against its id."""
+        return self._read(chunk_id, loc)[0]
 
     def read_chunk(self, chunk_id: bytes) -> bytes:
         """One chunk (or manifest node), read with a range request and verified."""
-        loc = self.locate(chunk_id)
-        key = pack_key(loc.pack_id)
-        stored = self.blob.get_range(key, loc.offset, loc.stored_length)
-        if len(stored) != loc.stored_length:
-            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} in {key}: pack is shorter than its index says")
-        return decode_chunk(chunk_id, stored, loc.raw_length, loc.compression, key)
+        return self._read(chunk_id, self.locate(chunk_id))[1]
 
     def unusable(self, chunk_ids: Iterable[bytes]) -> list[bytes]:
         """The chunks an upload may not reference: stored only in condemned packs, or not at all."""

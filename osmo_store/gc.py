@@ -176,16 +176,18 @@ class Collector:
             live = self._homed(pack_id, entries, marker.live)
             dead = info.size - sum(e.stored_length for e in live)
             if state is not None:
-                ready = now - state[2] >= opts.min_age
-                verdicts.append(PackVerdict(pack_id, info.size, "sweep" if ready else "waiting", live, dead))
+                action = "sweep" if now - state[2] >= opts.min_age else "waiting"
             elif now - info.modified < opts.min_age:
-                verdicts.append(PackVerdict(pack_id, info.size, "young", live, dead))
+                action = "young"
             elif not live:
-                verdicts.append(PackVerdict(pack_id, info.size, "condemn", [], info.size))
+                action = "condemn"
             elif dead >= opts.repack_threshold * info.size:
-                verdicts.append(PackVerdict(pack_id, info.size, "repack", live, dead))
+                action = "repack"
             else:
-                verdicts.append(PackVerdict(pack_id, info.size, "keep", live, dead))
+                action = "keep"
+            # only packs whose live chunks are copied keep their entries: memory is per live chunk
+            verdicts.append(PackVerdict(pack_id, info.size, action, live if action in ("sweep", "repack") else [],
+                                        dead))
         return verdicts
 
     def _homed(self, pack_id: bytes, entries: list[PackEntry], live: set[bytes]) -> list[PackEntry]:
@@ -207,7 +209,7 @@ class Collector:
         """Sum the verdicts up; with no margin (``sweep_at_once``) condemned packs count as deleted too."""
         for v in verdicts:
             live_bytes = v.size - v.dead_bytes
-            stats.live_bytes += live_bytes if v.action not in ("resweep",) else 0
+            stats.live_bytes += live_bytes
             if v.action in ("keep", "young"):
                 stats.packs_kept += 1
                 stats.bytes_kept += v.size
@@ -308,12 +310,10 @@ class Collector:
                 if e.chunk_id in needy:
                     copier.add(e.chunk_id, self.chunks.read_stored(e.chunk_id, self.index.chunk_location(e.chunk_id)),
                                e.raw_length, e.compression)
-        copier.flush()
 
     def _commit(self, marker: Marker, gc_seen: int, condemn: list[bytes], sweep: list[bytes],
                 copier: PackCopier) -> tuple[int, dict]:
         """Append the gc event, re-checking against versions committed since the mark."""
-        entries = {pid: self.index.pack_entries(pid) or [] for pid in condemn + sweep}
         final: dict[str, list[bytes]] = {"condemn": condemn, "sweep": sweep}
 
         def build() -> dict:
@@ -322,16 +322,16 @@ class Collector:
             added = marker.mark_all()  # versions committed since the mark (usually none)
             if added:
                 leaving = set(final["condemn"]) | set(final["sweep"])
-                final.update(condemn=[p for p in final["condemn"] if not self._needs(entries[p], added, leaving)],
-                             sweep=[p for p in final["sweep"] if not self._needs(entries[p], added, leaving)])
+                final.update(condemn=[p for p in final["condemn"] if not self._needs(p, added, leaving)],
+                             sweep=[p for p in final["sweep"] if not self._needs(p, added, leaving)])
             return {"op": "gc", "condemn": list(final["condemn"]), "sweep": list(final["sweep"]),
                     "live_chunks": len(marker.live)}
 
         return self.log.append(build)
 
-    def _needs(self, entries: list[PackEntry], added: set[bytes], leaving: set[bytes]) -> bool:
+    def _needs(self, pack_id: bytes, added: set[bytes], leaving: set[bytes]) -> bool:
         """Whether a pack holds a newly live chunk with no usable copy outside the ``leaving`` packs."""
-        fresh = [e.chunk_id for e in entries if e.chunk_id in added]
+        fresh = [e.chunk_id for e in self.index.pack_entries(pack_id) or [] if e.chunk_id in added]
         if not fresh:
             return False
         self.chunks.refresh_packs()  # a writer's rescue copies may be new to this index

@@ -144,10 +144,10 @@ class LocalIndex:
 
     def _relocate(self, txn: lmdb.Transaction, chunk_id: bytes, leaving: bytes, gone: bool) -> None:
         """The pack ``leaving`` was condemned (or swept, ``gone``): give the chunk its best location."""
-        locations = self._dups(txn, chunk_id)
+        dups = self._dups(txn, chunk_id)
         raw = txn.get(chunk_id, db=self.db["chunks"])
-        if raw is not None:
-            locations.append(unpack(raw))
+        primary = None if raw is None else unpack(raw)
+        locations = dups + ([primary] if primary is not None else [])
         if gone:
             locations = [loc for loc in locations if loc[0] != leaving]
         if not locations:
@@ -155,6 +155,8 @@ class LocalIndex:
             txn.delete(chunk_id, db=self.db["dups"])
             return
         locations.sort(key=lambda loc: self._rank(txn, loc[0]))
+        if locations[0] == primary and locations[1:] == dups:
+            return  # nothing moves: rewriting the row would only dirty index pages
         txn.put(chunk_id, pack(locations[0]), db=self.db["chunks"])
         if len(locations) > 1:
             txn.put(chunk_id, pack(locations[1:]), db=self.db["dups"])
