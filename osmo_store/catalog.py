@@ -220,6 +220,11 @@ def _on_delete(txn, db, seq, ev, dsid, ds) -> None:
     _drop_tags_of(txn, db, dsid, {ev["version"]})
 
 
+def _on_delete_versions(txn, db, seq, ev, dsid, ds) -> None:
+    for version in ev["versions"]:
+        _on_delete(txn, db, seq, {"version": version, "time": ev["time"]}, dsid, ds)
+
+
 def _on_delete_dataset(txn, db, seq, ev, dsid, ds) -> None:
     for version in range(1, ds["next_version"]):
         _on_delete(txn, db, seq, {"version": version, "time": ev["time"]}, dsid, ds)
@@ -238,6 +243,7 @@ def _on_rename(txn, db, seq, ev, dsid, ds) -> None:
 
 _HANDLERS = {
     "version": _on_version, "tag": _on_tag, "untag": _on_untag, "label": _on_label,
-    "metadata": _on_metadata, "delete": _on_delete, "delete_dataset": _on_delete_dataset,
+    "metadata": _on_metadata, "delete": _on_delete, "delete_versions": _on_delete_versions,
+    "delete_dataset": _on_delete_dataset,
     "rename": _on_rename,
 }

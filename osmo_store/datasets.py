@@ -39,6 +39,10 @@ def current_user() -> str:
         return "unknown"
 
 
+class _NothingToDo(Exception):
+    """Internal: an event turned out to have nothing to record."""
+
+
 class DatasetLog:
     """Reads and appends the event log, keeping the catalog in step."""
 
@@ -224,6 +228,24 @@ class DatasetLog:
             return {"op": "delete", "dataset": ref.name, "version": rec["version"]}
 
         return self.append(build)[1]["version"]
+
+    def delete_versions(self, name: str, choose: Callable[[str], list[int]]) -> list[int]:
+        """Delete, in one event, the versions ``choose(dataset_id)`` picks; it is asked again against
+        the newest state whenever another writer commits first. Returns the versions deleted."""
+        chosen: list[int] = []
+
+        def build() -> dict:
+            nonlocal chosen
+            chosen = sorted(choose(self.dataset_id(name)))
+            if not chosen:
+                raise _NothingToDo()
+            return {"op": "delete_versions", "dataset": name, "versions": chosen}
+
+        try:
+            self.append(build)
+        except _NothingToDo:
+            return []
+        return chosen
 
     def delete_dataset(self, name: str) -> int:
         count = 0

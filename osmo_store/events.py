@@ -55,6 +55,7 @@ FIELDS = {
     "label": {"set": _str_map, "unset": _str_list},
     "metadata": {"version": _version, "set": _str_map, "unset": _str_list},
     "delete": {"version": _version},
+    "delete_versions": {"versions": lambda v: isinstance(v, list) and bool(v) and all(_version(x) for x in v)},
     "delete_dataset": {},
     "rename": {"new": _name},
     "gc": {"condemn": lambda v: _pack_ids(v), "sweep": lambda v: _pack_ids(v)},

@@ -20,7 +20,7 @@ every committed version intact. ``plan`` computes what a run would do without ch
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -80,8 +80,9 @@ class PackVerdict:
     pack_id: bytes
     size: int
     action: str  # keep | young | condemn | repack | waiting | sweep | resweep
-    live: list[PackEntry]
+    live: list[PackEntry]  # the live chunks it is home to, kept only for packs whose chunks are copied
     dead_bytes: int
+    live_count: int = 0  # how many live chunks it is home to
 
 
 class Marker:
@@ -98,9 +99,9 @@ class Marker:
         return [bytes.fromhex(v["root"]) for dsid, _ in self.catalog.datasets()
                 for v in self.catalog.versions(dsid, include_deleted=False)]
 
-    def mark_all(self) -> set[bytes]:
-        """Mark from every live version's root; returns the chunk ids that became live."""
-        roots = self.live_roots()
+    def mark_all(self, roots: list[bytes] | None = None) -> set[bytes]:
+        """Mark from every live version's root (or from ``roots``); returns the ids that became live."""
+        roots = self.live_roots() if roots is None else roots
         self.versions = len(roots)
         added: set[bytes] = set()
         stack = [r for r in roots if r not in self._nodes]
@@ -152,10 +153,9 @@ class Collector:
                 continue  # not a pack: verify reports it, collection leaves it alone
         return out
 
-    def plan(self, marker: Marker, stats: GcStats) -> list[PackVerdict]:
-        """Classify every pack in the store (no change is made)."""
+    def plan(self, live: Container[bytes], stats: GcStats) -> list[PackVerdict]:
+        """Classify every pack in the store against the ``live`` chunk and node ids (no change is made)."""
         now = self.clock()
-        opts = self.options
         self.chunks.refresh_packs()
         listing = self._listing()
         states = self.index.condemned_packs()
@@ -173,24 +173,30 @@ class Collector:
             if entries is None:  # written after our listing of new packs: too new to judge
                 verdicts.append(PackVerdict(pack_id, info.size, "young", [], 0))
                 continue
-            live = self._homed(pack_id, entries, marker.live)
-            dead = info.size - sum(e.stored_length for e in live)
-            if state is not None:
-                action = "sweep" if now - state[2] >= opts.min_age else "waiting"
-            elif now - info.modified < opts.min_age:
-                action = "young"
-            elif not live:
-                action = "condemn"
-            elif dead >= opts.repack_threshold * info.size:
-                action = "repack"
-            else:
-                action = "keep"
+            homed = self.homed(pack_id, entries, live)
+            dead = info.size - sum(e.stored_length for e in homed)
+            action = self.judge(info.size, len(homed), dead, None if state is None else state[2],
+                                now - info.modified, now)
             # only packs whose live chunks are copied keep their entries: memory is per live chunk
-            verdicts.append(PackVerdict(pack_id, info.size, action, live if action in ("sweep", "repack") else [],
-                                        dead))
+            verdicts.append(PackVerdict(pack_id, info.size, action, homed if action in ("sweep", "repack") else [],
+                                        dead, len(homed)))
         return verdicts
 
-    def _homed(self, pack_id: bytes, entries: list[PackEntry], live: set[bytes]) -> list[PackEntry]:
+    def judge(self, size: int, live_count: int, dead: int, condemned_at: float | None, age: float,
+              now: float) -> str:
+        """The action for one pack not yet swept: what ``plan`` decides (the report asks it too)."""
+        opts = self.options
+        if condemned_at is not None:
+            return "sweep" if now - condemned_at >= opts.min_age else "waiting"
+        if age < opts.min_age:
+            return "young"
+        if not live_count:
+            return "condemn"
+        if dead >= opts.repack_threshold * size:
+            return "repack"
+        return "keep"
+
+    def homed(self, pack_id: bytes, entries: list[PackEntry], live: Container[bytes]) -> list[PackEntry]:
         """The live entries this pack is the home of (a live chunk in two packs counts in one)."""
         out = []
         seen = set()
@@ -240,7 +246,7 @@ class Collector:
             self.log.sync()
             marker = Marker(self.chunks, self.catalog)
             marker.mark_all()
-            verdicts = self.plan(marker, stats)
+            verdicts = self.plan(marker.live, stats)
             stats.live_versions = marker.versions
             stats.live_chunks = len(marker.live)
             self.tally(verdicts, stats, self.options.min_age <= 0)

@@ -235,13 +235,21 @@ def iter_nodes(load: Loader, root: bytes) -> Iterator[tuple[bytes, int, list]]:
             stack.extend(r.node_id for r in reversed(items))
 
 
-def diff_trees(load: Loader, a: bytes, b: bytes) -> Iterator[tuple[FileEntry | None, FileEntry | None]]:
-    """Yield ``(old, new)`` pairs for every path that differs; skips subtrees shared by id."""
-    left: list = [("node", a)]
-    right: list = [("node", b)]
+def diff_trees(load: Loader, a: bytes | None, b: bytes | None,
+               visit: Callable[[int, bytes], None] | None = None
+               ) -> Iterator[tuple[FileEntry | None, FileEntry | None]]:
+    """Yield ``(old, new)`` pairs for every path that differs; skips subtrees shared by id.
+
+    ``None`` stands for an empty tree. ``visit(side, node_id)`` (side 0 = ``a``, 1 = ``b``), when
+    given, is called for every node the walk opens: the nodes of one tree not shared with the other.
+    """
+    left: list = [("node", a)] if a is not None else []
+    right: list = [("node", b)] if b is not None else []
 
     def expand(stack: list) -> None:
         _, node_id = stack.pop()
+        if visit is not None:
+            visit(0 if stack is left else 1, node_id)
         level, items = decode_node(node_id, load(node_id))
         if level == LEAF:
             stack.extend(("entry", e) for e in reversed(items))

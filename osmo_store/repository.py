@@ -21,11 +21,13 @@ from osmo_store.errors import AlreadyExistsError, NotFoundError
 from osmo_store.ids import Ref, parse_ref
 from osmo_store.index import LocalIndex
 from osmo_store import maintenance
-from osmo_store.gc import Collector, GcOptions, GcStats
+from osmo_store.gc import DEFAULT_REPACK_THRESHOLD, Collector, GcOptions, GcStats
 from osmo_store.manifest import FileEntry, diff_trees, iter_entries, iter_nodes
 from osmo_store.transfer.download import DownloadResult, Downloader
 from osmo_store.transfer.progress import Progress
+from osmo_store.retention import RetentionPolicy, decide
 from osmo_store.transfer.upload import UploadRequest, UploadResult, Uploader
+from osmo_store.usage import UsageScan
 from osmo_store.userconfig import StoreLocation, UserConfig
 
 
@@ -72,6 +74,7 @@ class Repository:
                  clock: Callable[[], float] = time.time) -> None:
         self.blob = blob
         self.config = config
+        self.clock = clock
         index_path = os.path.join(cache_dir or default_cache_dir(), "index", config.store_id)
         self.index = LocalIndex(index_path)
         self.catalog = Catalog(self.index)
@@ -152,23 +155,80 @@ class Repository:
         live = [v for v in versions if not v["deleted"]]
         if live:
             live[-1]["tags"] = sorted(live[-1]["tags"] + ["latest"])
+        usage = next(d for d in self.usage(with_unique=True).datasets if d.dsid == dsid)
+        figures = {v.record["version"]: v.figures() for v in usage.versions}
+        for v in live:
+            v["usage"] = figures[v["version"]]
         return {"name": ds["name"], "created": ds["created"], "labels": ds["labels"],
-                "versions": versions, "tags": tags}
+                "versions": versions, "tags": tags, "usage": usage.figures()}
 
     def list_datasets(self) -> list[dict]:
+        """Every dataset with its latest version and its sizes: ``logical_bytes`` of the latest
+        version, ``logical_bytes_all`` of all live versions, ``stored_bytes`` the distinct chunks
+        they reference as stored, and the dedup and compression ratios (docs/COSTS.md)."""
+        scan = self.usage(with_unique=False)
+        usage = {ds.dsid: ds for ds in scan.datasets}
         out = []
         for dsid, ds in self.catalog.datasets():
             live = self.catalog.versions(dsid, include_deleted=False)
             latest = live[-1] if live else None
+            figures = usage[dsid].figures()
             out.append({
                 "name": ds["name"], "versions": len(live),
                 "latest": latest["version"] if latest else None,
                 "logical_bytes": latest["logical_bytes"] if latest else 0,
-                "stored_bytes": sum(v["stored_bytes"] for v in live),
+                "logical_bytes_all": figures["logical_bytes"],
+                "stored_bytes": figures["stored_bytes"],
+                "dedup_ratio": figures["dedup_ratio"], "compression_ratio": figures["compression_ratio"],
                 "updated": latest["created"] if latest else ds["created"],
                 "labels": ds["labels"],
             })
         return out
+
+    def usage(self, with_unique: bool = True, repack_threshold: float = DEFAULT_REPACK_THRESHOLD) -> UsageScan:
+        """Who owns which stored bytes (osmo_store/usage.py); ``with_unique`` also prices deletions."""
+        scan = UsageScan(self.chunks, self.catalog, self.log, repack_threshold, self.clock)
+        scan.scan(with_unique)
+        return scan
+
+    def report(self, dataset: str | None = None, repack_threshold: float = DEFAULT_REPACK_THRESHOLD) -> dict:
+        """The storage report without prices (the CLI adds ``costs``): docs/COSTS.md."""
+        if dataset is not None:
+            self.log.dataset_id(dataset)  # a one-line error for a dataset that does not exist
+        scan = self.usage(True, repack_threshold)
+        return {"generated": self.clock(), "store": scan.store_figures(self.blob.url),
+                "datasets": [scan.dataset_figures(ds, self.catalog.tags(ds.dsid)) for ds in scan.datasets
+                             if dataset is None or ds.name == dataset]}
+
+    def retain(self, name: str, policy: RetentionPolicy, dry_run: bool = False,
+               repack_threshold: float = DEFAULT_REPACK_THRESHOLD) -> dict:
+        """Delete the versions of ``name`` no rule of ``policy`` keeps (osmo_store/retention.py).
+
+        Reports every live version with the reasons it is kept, or the bytes deleting it alone would
+        free, and ``frees_bytes``: what deleting all of them frees once garbage is collected. The
+        policy is applied again against the newest state when the delete is committed.
+        """
+        policy.validate()
+        dsid = self.log.dataset_id(name)
+        scan = self.usage(True, repack_threshold)
+        ds = next(d for d in scan.datasets if d.dsid == dsid)
+        reasons = decide(policy, [v.record for v in ds.versions], self.catalog.tags(dsid), self.clock())
+        rows = [{"version": v.record["version"], "created": v.record["created"],
+                 "kept_by": reasons[v.record["version"]], "unique_bytes": v.unique_bytes,
+                 "owned_bytes": v.owned_bytes}
+                for v in ds.versions]
+        drop = {r["version"] for r in rows if not r["kept_by"]}
+        frees = scan.frees_without({(name, n) for n in drop}) if drop else 0
+        deleted: list[int] = []
+        if not dry_run and drop:
+            def choose(current: str) -> list[int]:
+                live = self.catalog.versions(current, include_deleted=False)
+                now = decide(policy, live, self.catalog.tags(current), self.clock())
+                return [n for n, why in now.items() if not why and n in drop]
+
+            deleted = self.log.delete_versions(name, choose)
+        return {"dataset": name, "policy": policy.describe(), "dry_run": dry_run, "versions": rows,
+                "delete": sorted(drop), "deleted": deleted, "frees_bytes": frees}
 
     # store ------------------------------------------------------------------------------------
 

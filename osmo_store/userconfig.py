@@ -72,6 +72,14 @@ class UserConfig:
     path: str
     stores: dict[str, StoreLocation] = field(default_factory=dict)
     default_store: str | None = None
+    # Top-level sections this class does not interpret (``prices:`` of the storage report, ...):
+    # kept as read and written back unchanged by ``save``.
+    other: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prices(self) -> dict | None:
+        """The ``prices:`` section (storage class -> fields), checked by ``osmo_store.report.load_prices``."""
+        return self.other.get("prices")
 
     @classmethod
     def load(cls, path: str | None = None) -> "UserConfig":
@@ -96,7 +104,8 @@ class UserConfig:
         default = raw.get("default_store")
         if default is not None and default not in stores:
             raise UsageError(f"config file {path}: default_store {default!r} is not one of the stores")
-        return cls(path, stores, default)
+        other = {str(k): v for k, v in raw.items() if k not in ("stores", "default_store")}
+        return cls(path, stores, default, other)
 
     def save(self) -> None:
         data: dict[str, Any] = {}
@@ -104,6 +113,7 @@ class UserConfig:
             data["default_store"] = self.default_store
         data["stores"] = {name: ({"url": s.url, "options": dict(s.options)} if s.options else {"url": s.url})
                           for name, s in sorted(self.stores.items())}
+        data.update(self.other)
         folder = os.path.dirname(self.path) or "."
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".config-", dir=folder)

@@ -10,6 +10,7 @@ from osmo_store.cli.dataset_edit_cmds import register_edit_commands
 from osmo_store.cli.output import (BarProgress, emit_json, human_bytes, human_time, note, out_console,
                                    print_table)
 from osmo_store.errors import UsageError
+from osmo_store.report.render import ratio
 from osmo_store.ids import parse_key_value, parse_ref
 from osmo_store.transfer.checksum import folder_checksum
 from osmo_store.transfer.upload import UploadRequest
@@ -85,14 +86,15 @@ def download(state, source, dest, include, exclude, workers, as_json) -> None:
 @json_option
 @pass_state
 def list_(state, as_json) -> None:
-    """List datasets with their latest version and sizes."""
+    """List datasets: versions, latest, sizes (logical of all versions vs stored) and dedup ratio."""
     rows = state.repo().list_datasets()
     if as_json:
         emit_json(rows)
         return
-    print_table(["name", "versions", "latest", "logical size", "stored (all versions)", "updated"],
+    print_table(["name", "versions", "latest", "latest size", "logical (all)", "stored", "dedup", "updated"],
                 [[r["name"], r["versions"], r["latest"] or "-", human_bytes(r["logical_bytes"]),
-                  human_bytes(r["stored_bytes"]), human_time(r["updated"])] for r in rows])
+                  human_bytes(r["logical_bytes_all"]), human_bytes(r["stored_bytes"]), ratio(r["dedup_ratio"]),
+                  human_time(r["updated"])] for r in rows])
 
 
 @dataset.command()
@@ -100,17 +102,29 @@ def list_(state, as_json) -> None:
 @json_option
 @pass_state
 def info(state, name, as_json) -> None:
-    """Show a dataset's versions: status, created, files, sizes, tags, checksum."""
+    """Show a dataset's versions: status, created, files, sizes, tags, checksum.
+
+    STORED is what a version's distinct chunks take in the store; UNIQUE what deleting it would
+    free after 'osmo store gc'; DEDUP its logical size over its distinct chunks' size.
+    """
     desc = state.repo().describe(parse_ref(name).name)
     if as_json:
         emit_json(desc)
         return
     labels = ", ".join(f"{k}={v}" for k, v in sorted(desc["labels"].items())) or "-"
-    click.echo(f"dataset {desc['name']}  (labels: {labels})")
-    print_table(["version", "status", "created", "user", "files", "logical size", "new stored", "tags", "checksum"],
-                [[v["version"], v["status"], human_time(v["created"]), v["user"], v["files"],
-                  human_bytes(v["logical_bytes"]), human_bytes(v["stored_bytes"]), ",".join(v["tags"]) or "-",
-                  v["checksum"][:16]] for v in desc["versions"]])
+    u = desc["usage"]
+    click.echo(f"dataset {desc['name']}  (labels: {labels})  {human_bytes(u['logical_bytes'])} logical in all "
+               f"versions, {human_bytes(u['stored_bytes'])} stored, dedup {ratio(u['dedup_ratio'])}, "
+               f"compression {ratio(u['compression_ratio'])}")
+    rows = []
+    for v in desc["versions"]:
+        vu = v.get("usage") or {}
+        rows.append([v["version"], v["status"], human_time(v["created"]), v["user"], v["files"],
+                     human_bytes(v["logical_bytes"]), human_bytes(vu.get("stored_bytes")),
+                     human_bytes(vu.get("unique_bytes")), ratio(vu.get("dedup_ratio")),
+                     ",".join(v["tags"]) or "-", v["checksum"][:16]])
+    print_table(["version", "status", "created", "user", "files", "logical", "stored", "unique", "dedup", "tags",
+                 "checksum"], rows)
 
 
 @dataset.command()

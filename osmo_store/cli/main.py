@@ -16,6 +16,7 @@ from osmo_store import __version__
 from osmo_store.cli.context import State
 from osmo_store.cli.dataset_cmds import dataset
 from osmo_store.cli.store_cmds import store
+from osmo_store.cli.usage_cmds import report, retain
 from osmo_store.errors import OsmoError
 
 INTERNAL_ERROR = 70
@@ -69,6 +70,8 @@ def cli(ctx: click.Context, store_url: str | None, debug: bool) -> None:
 
 cli.add_command(dataset)
 cli.add_command(store)
+store.add_command(report)
+dataset.add_command(retain)
 
 
 def _add_plugin_commands() -> None:

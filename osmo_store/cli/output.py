@@ -13,6 +13,7 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
                            TextColumn, TimeRemainingColumn, TransferSpeedColumn)
 from rich.table import Table
 
+from osmo_store.report.render import human_bytes  # noqa: F401  (one definition, shared)
 from osmo_store.transfer.progress import Progress
 
 err_console = Console(stderr=True, highlight=False)
@@ -29,15 +30,6 @@ def _default(obj: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 def human_time(ts: float | None) -> str:
