@@ -110,32 +110,6 @@ def sealed_size(entries: list[PackEntry]) -> int:
     return end + len(footer) + TRAILER_SIZE
 
 
-class PackLayout:
-    """The packs a sequence of chunk copies fills, computed without writing them.
-
-    ``add`` follows ``PackBuilder`` and the copier's rule (a pack is sealed once its data reaches
-    ``target`` bytes), so ``sizes`` are exactly the sizes of the packs a copy of the same chunks,
-    added in the same order, writes. The storage report uses it to price a repack.
-    """
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.sizes: list[int] = []
-        self._entries: list[PackEntry] = []
-        self._size = HEADER_SIZE
-
-    def add(self, chunk_id: bytes, stored_length: int, raw_length: int, compression: int) -> None:
-        self._entries.append(PackEntry(chunk_id, self._size, stored_length, raw_length, compression))
-        self._size += stored_length
-        if self._size >= self.target:
-            self.close()
-
-    def close(self) -> None:
-        if self._entries:
-            self.sizes.append(sealed_size(self._entries))
-        self._entries, self._size = [], HEADER_SIZE
-
-
 def parse_tail(tail: bytes, pack_size: int, where: str) -> list[PackEntry]:
     """Parse the footer from the last ``len(tail)`` bytes of a pack of ``pack_size`` bytes.
 

@@ -26,7 +26,8 @@ from osmo_store.chunkstore import ChunkStore
 from osmo_store.datasets import DatasetLog
 from osmo_store.gc import Collector, GcOptions, GcStats, Marker, PackVerdict
 from osmo_store.manifest import diff_trees
-from osmo_store.packs import PackEntry, PackLayout
+from osmo_store.packlayout import PackLayout, Segment
+from osmo_store.packs import PackEntry
 from osmo_store.transfer.spans import MAX_SPAN
 
 GB = 10**9
@@ -130,7 +131,7 @@ class UsageScan:
         self.datasets: list[DatasetUsage] = []
         self.missing = 0  # referenced ids the index does not know (verify reports them)
         self.verdicts: dict[bytes, PackVerdict] = {}  # gc's plan at min-age 0, pack by pack
-        self.repacks: dict[bytes, list[PackEntry]] = {}  # packs that plan repacks, with their live chunks
+        self.repacks: dict[bytes, Segment] = {}  # packs that plan repacks, with their live chunks
         self.written = 0  # bytes of the packs those repacks write
         self.baseline_freed = 0  # what gc --min-age 0 frees now
         self.stats = GcStats(dry_run=True)
@@ -229,44 +230,46 @@ class UsageScan:
                     by_version.setdefault((d, v), []).append(cid)
         for d, ds in enumerate(self.datasets):
             ids = by_dataset.get(d, [])
-            ds.unique_chunks, ds.owned_bytes, ds.unique_bytes = len(ids), self._owned(ids), self.frees(ids)
+            ds.unique_chunks = len(ids)
+            ds.unique_bytes, ds.owned_bytes = self._price(ids)
             for vu in ds.versions:
                 ids = by_version.get((d, vu.record["version"]), [])
-                vu.unique_chunks, vu.owned_bytes, vu.unique_bytes = len(ids), self._owned(ids), self.frees(ids)
-
-    def _owned(self, ids: list[bytes]) -> int:
-        with self.index.read() as txn:
-            locations = (self.index.chunk_location(cid, txn) for cid in ids)
-            return sum(loc.stored_length for loc in locations if loc is not None)
+                vu.unique_chunks = len(ids)
+                vu.unique_bytes, vu.owned_bytes = self._price(ids)
 
     def _plan(self) -> None:
         if self.verdicts:
             return
         self.stats = GcStats(dry_run=True)
         self.verdicts = {v.pack_id: v for v in self.collector.plan(self.owner, self.stats)}
-        self.repacks = {p: v.live for p, v in self.verdicts.items() if v.action == "repack"}
+        self.repacks = {p: Segment(v.live) for p, v in self.verdicts.items() if v.action == "repack"}
         self.written = self._written(self.repacks)
         self.baseline_freed = sum(v.size for v in self.verdicts.values() if v.action in DELETING) - self.written
 
-    def _written(self, repacks: dict[bytes, list[PackEntry]]) -> int:
+    def _written(self, repacks: dict[bytes, Segment]) -> int:
         """The bytes of the packs the collector writes when it copies the live chunks of ``repacks``."""
         layout = PackLayout(self.chunks.config.pack_target_size)
         for pack_id in sorted(repacks):  # the order the collector copies in
-            for e in repacks[pack_id]:
-                layout.add(e.chunk_id, e.stored_length, e.raw_length, e.compression)
+            layout.extend(repacks[pack_id])
         layout.close()
         return sum(layout.sizes)
 
     def frees(self, dead: Iterable[bytes]) -> int:
         """The bytes ``gc --min-age 0`` would free beyond what it frees now, if ``dead`` (chunk and
         node ids) were no longer referenced by any live version."""
+        return self._price(dead)[0]
+
+    def _price(self, dead: Iterable[bytes]) -> tuple[int, int]:
+        """``(frees, owned)``: what losing ``dead`` frees (see ``frees``) and their stored bytes."""
         self._plan()
         gone: dict[bytes, list[bytes]] = {}
+        owned = 0
         with self.index.read() as txn:
             for cid in dead:
                 loc = self.index.chunk_location(cid, txn)
                 if loc is not None:
                     gone.setdefault(loc.pack_id, []).append(cid)
+                    owned += loc.stored_length
         changed: dict[bytes, tuple[str, list[PackEntry]]] = {}
         for pack_id, ids in gone.items():
             v = self.verdicts.get(pack_id)
@@ -282,13 +285,13 @@ class UsageScan:
         deleted = sum(v.size * ((a in DELETING) - (v.action in DELETING))
                       for v, (a, _) in ((self.verdicts[p], c) for p, c in changed.items()))
         if not any(a == "repack" or self.verdicts[p].action == "repack" for p, (a, _) in changed.items()):
-            return deleted  # no copy changes
+            return deleted, owned  # no copy changes
         repacks = dict(self.repacks)
         for pack_id, (action, live) in changed.items():
             repacks.pop(pack_id, None)
             if action == "repack":
-                repacks[pack_id] = live
-        return deleted - (self._written(repacks) - self.written)
+                repacks[pack_id] = Segment(live)
+        return deleted - (self._written(repacks) - self.written), owned
 
     def frees_without(self, dropped: set[tuple[str, int]]) -> int:
         """What deleting all of ``dropped`` (dataset name, version) together frees: chunks shared only

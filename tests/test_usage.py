@@ -4,6 +4,7 @@ collection actually frees; retention; the sizes ``dataset list`` and ``info`` sh
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -11,7 +12,8 @@ from helpers.trees import random_tree
 from osmo_store.errors import NotFoundError, UsageError
 from osmo_store.gc import GcOptions
 from osmo_store.ids import parse_ref
-from osmo_store.packs import PackLayout
+from osmo_store.packlayout import PackLayout, Segment
+from osmo_store.packs import PackEntry
 from osmo_store.chunkstore import PackCopier
 from osmo_store.repository import Repository
 from osmo_store.retention import RetentionPolicy
@@ -135,14 +137,22 @@ def test_report_of_one_dataset_and_of_a_missing_one(busy_store):
         busy_store.report("nope")
 
 
-def test_pack_layout_matches_the_copier(local_repo):
-    rng = random.Random(1)
-    chunks = [(bytes([i]) * 32, rng.randbytes(rng.randint(100, 5000))) for i in range(40)]
+@pytest.mark.parametrize("target", [16384, 5000, 200_000])
+def test_pack_layout_matches_the_copier(local_repo, target):
+    """PackLayout computes, by bisection over segments, exactly the packs the copier writes."""
+    rng = random.Random(target)
+    local_repo.chunks.config = replace(local_repo.config, pack_target_size=target)
     copier = PackCopier(local_repo.chunks)
-    layout = PackLayout(local_repo.config.pack_target_size)
-    for cid, data in chunks:
-        copier.add(cid, data, len(data), 0)
-        layout.add(cid, len(data), len(data), 0)
+    layout = PackLayout(target)
+    for s in range(30):  # source packs of 0-60 chunks, lengths spanning every msgpack int width
+        entries = []
+        for i in range(rng.randint(0, 60)):
+            data = rng.randbytes(rng.choice([1, 100, 130, 300, 4000, 70000]) + rng.randint(0, 50))
+            raw = len(data) * rng.choice([1, 3, 1000])
+            cid = bytes([s, i]) * 16
+            copier.add(cid, data, raw, rng.randint(0, 1))
+            entries.append(PackEntry(cid, 0, len(data), raw, 0))
+        layout.extend(Segment(entries))
     copier.flush()
     layout.close()
     assert layout.sizes == [size for _, size in copier.packs] and len(layout.sizes) > 3
