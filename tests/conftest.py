@@ -15,6 +15,7 @@ from osmo_store.blob import LocalBlobStore, MemoryBlobStore
 from osmo_store.repository import Repository, config_with, init_store
 from servers.fixtures import *  # noqa: F401,F403  (s3_server, s3_bucket, azurite_server, azure_container)
 from servers.radosgw_fixtures import radosgw_bucket, radosgw_server  # noqa: F401
+from servers.kube_fixtures import kube_cluster, kube_namespace, kube_server  # noqa: F401
 
 TINY = dict(min_size=256, avg_size=1024, max_size=4096, pack_target_size=16 * 1024, manifest_node_entries=4)
 

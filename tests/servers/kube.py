@@ -1,0 +1,434 @@
+"""A throwaway Kubernetes control plane on 127.0.0.1 (etcd + kube-apiserver), for the Kubernetes runner's tests.
+
+``KubeServer.start()`` makes a temporary directory, generates a CA, a serving certificate for 127.0.0.1 and a
+service-account key pair (``cryptography``), starts etcd (``--unsafe-no-fsync``) and kube-apiserver on free
+loopback ports, waits until ``/readyz`` answers, and writes ``kubeconfig`` (server, CA, bearer token of a
+``system:masters`` user) for the official ``kubernetes`` Python client or kubectl. ``restart_apiserver()``
+stops the API server and starts it again on the same port with the same etcd (data survives).
+``start_cluster()`` is the second tier: kube-controller-manager, kube-scheduler and one kubemark hollow node,
+so pods get scheduled and become Running (their containers never run and never finish).
+
+Without a node, pods stay Pending; a test can play the kubelet by patching ``pods/status``. The ServiceAccount
+admission plugin is off (no token controller in the first tier), so pods get no token volume.
+
+Binaries: kube-* and kubemark built from Debian's ``kubernetes`` source by ``.ci/install-kube.sh`` into
+``~/.cache/osmo-kube/current/bin`` (``OSMO_KUBE_BIN`` overrides that directory); etcd from Debian's
+``etcd-server``. Missing binaries raise :class:`KubeError` naming the script: tests fail, never skip.
+Every daemon runs in its own process group with PR_SET_PDEATHSIG (it dies with the test process even on
+SIGKILL); ``stop()`` (also run at exit) kills them all and removes the directory; a directory left by a
+SIGKILLed run is removed by the next ``start()``. Timings and memory: docs/KUBE-TEST-SERVERS.md.
+
+Manual use (foreground, Ctrl-C stops and cleans up)::
+
+    python -m tests.servers.kube [--cluster]
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import datetime
+import ipaddress
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import weakref
+
+import yaml
+
+INSTALL_HINT = "build them with: bash .ci/install-kube.sh (once, ~7 min; cached in ~/.cache/osmo-kube)"
+KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubemark")
+DIR_PREFIX = "osmo-kubetest-"
+SERVICE_CIDR = "10.96.0.0/16"
+NODE_NAME = "osmo-hollow-node"
+_LIVE: "weakref.WeakSet[KubeServer]" = weakref.WeakSet()
+
+
+class KubeError(RuntimeError):
+    """The binaries are missing or a daemon did not come up; the message carries the daemon log tails."""
+
+
+def bin_dir() -> str:
+    if os.environ.get("OSMO_KUBE_BIN"):
+        return os.environ["OSMO_KUBE_BIN"]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "osmo-kube", "current", "bin")
+
+
+def missing_binaries() -> list[str]:
+    missing = [os.path.join(bin_dir(), b) for b in KUBE_BINARIES if not os.access(os.path.join(bin_dir(), b), os.X_OK)]
+    return missing + (["etcd"] if shutil.which("etcd") is None else [])
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel kills the daemon if the test process dies (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _write_pki(d: str) -> None:
+    """ca.crt; apiserver.crt/.key for 127.0.0.1 signed by it; sa.key/sa.pub for service-account tokens."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def cert(subject, key, issuer, issuer_key, *, ca: bool, extra=()):
+        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(issuer.subject if issuer else name(subject))
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+             .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=not ca,
+                                          data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+                                          encipher_only=False, decipher_only=False), critical=True)
+             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
+        if issuer:
+            b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+        for ext in extra:
+            b = b.add_extension(ext, critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    def write(fname, data):
+        with open(os.path.join(d, fname), "wb") as f:
+            f.write(data)
+
+    def key_pem(key):
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    ca_key, srv_key, sa_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = cert("osmo-test-ca", ca_key, None, ca_key, ca=True)
+    sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
+            x509.IPAddress(next(ipaddress.ip_network(SERVICE_CIDR).hosts())),
+            *(x509.DNSName(n) for n in ("kubernetes", "kubernetes.default", "kubernetes.default.svc"))]
+    srv = cert("kube-apiserver", srv_key, ca, ca_key, ca=False,
+               extra=[x509.SubjectAlternativeName(sans), x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])])
+    write("ca.crt", ca.public_bytes(serialization.Encoding.PEM))
+    write("apiserver.crt", srv.public_bytes(serialization.Encoding.PEM))
+    write("apiserver.key", key_pem(srv_key))
+    write("sa.key", key_pem(sa_key))
+    write("sa.pub", sa_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+class KubeServer:
+    """etcd + kube-apiserver (+ optionally controller-manager, scheduler, hollow node), children of this process."""
+
+    def __init__(self, *, start_timeout: float = 90.0) -> None:
+        self.start_timeout = start_timeout
+        self.token = secrets.token_hex(24)
+        self.dir: str | None = None
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.etcd_port = 0
+        self.port = 0
+        self.server = ""
+        self.kubeconfig = ""
+        self.node_name = ""
+        self.start_seconds = 0.0
+        self.cluster_seconds = 0.0
+
+    # ----------------------------------------------------------------------------------------- lifecycle
+    def start(self) -> "KubeServer":
+        missing = missing_binaries()
+        if missing:
+            raise KubeError(f"Kubernetes test binaries not found: {', '.join(missing)}; {INSTALL_HINT}")
+        t0 = time.monotonic()
+        _remove_stale_dirs()
+        self.dir = tempfile.mkdtemp(prefix=DIR_PREFIX)
+        _LIVE.add(self)
+        with open(os.path.join(self.dir, "owner.pid"), "w") as f:
+            f.write(str(os.getpid()))
+        try:
+            os.makedirs(os.path.join(self.dir, "log"))
+            _write_pki(self.dir)
+            with open(os.path.join(self.dir, "tokens.csv"), "w") as f:
+                f.write(f"{self.token},admin,admin-uid,system:masters\n")
+            self.etcd_port, self.port = _free_port(), _free_port()
+            self.server = f"https://127.0.0.1:{self.port}"
+            self._write_kubeconfig()
+            self._start_etcd()
+            self.start_apiserver()
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - t0
+        return self
+
+    def __enter__(self) -> "KubeServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the daemons in reverse start order (SIGTERM to the process group, SIGKILL after 5 s), remove
+        the directory and the hollow kubelet's directory."""
+        for name in reversed(list(self.procs)):
+            self._stop_proc(name)
+        if self.dir:
+            _remove_dir(self.dir)
+            self.dir = None
+
+    def _stop_proc(self, name: str, graceful: bool = True) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 30))[0 if graceful else 1:]:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+    def start_apiserver(self) -> float:
+        """Start kube-apiserver (again) on ``self.port`` and wait until it is ready; returns the seconds taken."""
+        t0 = time.monotonic()
+        d = self.dir
+        self._spawn("kube-apiserver", [
+            os.path.join(bin_dir(), "kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.port}",
+            "--insecure-port=0", "--endpoint-reconciler-type=none",  # "kubernetes" endpoints may not be loopback
+            f"--tls-cert-file={d}/apiserver.crt", f"--tls-private-key-file={d}/apiserver.key",
+            f"--client-ca-file={d}/ca.crt", f"--token-auth-file={d}/tokens.csv", "--authorization-mode=RBAC",
+            f"--service-account-key-file={d}/sa.pub", f"--service-account-signing-key-file={d}/sa.key",
+            "--service-account-issuer=https://kubernetes.default.svc", f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true", "--profiling=false",
+            f"--cert-dir={d}/certs",
+        ])
+        self._wait(self._ready, f"kube-apiserver ready on {self.server}")
+        return time.monotonic() - t0
+
+    def stop_apiserver(self, graceful: bool = True) -> None:
+        """SIGTERM (SIGKILL after 5 s: open watches keep it from finishing), or SIGKILL at once (a crash)."""
+        self._stop_proc("kube-apiserver", graceful)
+
+    def restart_apiserver(self, graceful: bool = True) -> float:
+        """Stop the API server and start it on the same port with the same etcd; returns the seconds taken."""
+        t0 = time.monotonic()
+        self.stop_apiserver(graceful)
+        self.start_apiserver()
+        return time.monotonic() - t0
+
+    def start_cluster(self, node_name: str = NODE_NAME) -> "KubeServer":
+        """Second tier: controller-manager, scheduler and a kubemark hollow node; waits until the node is Ready
+        and schedulable (~10 s)."""
+        t0 = time.monotonic()
+        d, kc = self.dir, self.kubeconfig
+        common = [f"--kubeconfig={kc}", "--leader-elect=false", "--port=0", "--secure-port=0", "--profiling=false"]
+        self._spawn("kube-controller-manager", [
+            os.path.join(bin_dir(), "kube-controller-manager"), *common,
+            f"--service-account-private-key-file={d}/sa.key", f"--root-ca-file={d}/ca.crt",
+            "--use-service-account-credentials=false", "--node-monitor-period=1s",
+        ])
+        self._spawn("kube-scheduler", [os.path.join(bin_dir(), "kube-scheduler"), *common])
+        self._spawn("kubemark", [
+            os.path.join(bin_dir(), "kubemark"), "--morph=kubelet", f"--name={node_name}", f"--kubeconfig={kc}",
+            f"--kubelet-port={_free_port()}", "--kubelet-read-only-port=0", "--kube-api-content-type=application/json",
+        ])
+        self.node_name = node_name
+        self._wait(self._node_ready, f"hollow node {node_name} Ready and schedulable")
+        self.cluster_seconds = time.monotonic() - t0
+        return self
+
+    # ----------------------------------------------------------------------------------------- internals
+    def _write_kubeconfig(self) -> None:
+        self.kubeconfig = os.path.join(self.dir, "kubeconfig")
+        cfg = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "osmo-test", "preferences": {},
+            "clusters": [{"name": "osmo-test", "cluster": {
+                "server": self.server, "certificate-authority": os.path.join(self.dir, "ca.crt")}}],
+            "users": [{"name": "admin", "user": {"token": self.token}}],
+            "contexts": [{"name": "osmo-test", "context": {"cluster": "osmo-test", "user": "admin"}}],
+        }
+        with open(self.kubeconfig, "w") as f:
+            yaml.safe_dump(cfg, f)
+
+    def _start_etcd(self) -> None:
+        peer = f"http://127.0.0.1:{_free_port()}"
+        client = f"http://127.0.0.1:{self.etcd_port}"
+        self._spawn("etcd", [
+            shutil.which("etcd"), "--name=osmo", f"--data-dir={self.dir}/etcd", "--unsafe-no-fsync",
+            f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}", f"--initial-cluster=osmo={peer}",
+            "--logger=zap", "--log-outputs=stderr", "--log-level=warn",
+        ])
+        self._wait(lambda: self._http_json(f"{client}/health").get("health") == "true", f"etcd healthy on {client}")
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        with open(os.path.join(self.dir, "log", f"{name}.log"), "ab") as out:
+            self.procs[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                cwd=self.dir, start_new_session=True, preexec_fn=_die_with_parent)
+
+    def _wait(self, check, what: str) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise KubeError(f"{name} exited ({proc.returncode}) while waiting for {what}\n{self.log_tails()}")
+            if check():
+                return
+            time.sleep(0.2)
+        raise KubeError(f"timed out after {self.start_timeout:.0f} s waiting for {what}\n{self.log_tails()}")
+
+    def _http_json(self, url: str) -> dict:
+        """GET url (the API server with the token and CA); {} on any error or non-2xx answer."""
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
+        ctx = ssl.create_default_context(cafile=os.path.join(self.dir, "ca.crt")) if url.startswith("https") else None
+        try:
+            with urllib.request.urlopen(req, timeout=3, context=ctx) as resp:
+                body = resp.read()
+        except (OSError, urllib.error.URLError):
+            return {}
+        try:
+            return json.loads(body)
+        except ValueError:
+            return {"text": body.decode(errors="replace")}
+
+    def _ready(self) -> bool:
+        return self._http_json(f"{self.server}/readyz").get("text") == "ok"
+
+    def _node_ready(self) -> bool:
+        node = self._http_json(f"{self.server}/api/v1/nodes/{self.node_name}")
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in node.get("status", {}).get("conditions", []))
+        blocked = any(t.get("effect") in ("NoSchedule", "NoExecute") for t in node.get("spec", {}).get("taints", []))
+        return ready and not blocked and not node.get("spec", {}).get("unschedulable")
+
+    # ----------------------------------------------------------------------------------------- helpers
+    def api_client(self):
+        """A ``kubernetes.client.ApiClient`` for this server (from the kubeconfig, nothing read from ~/.kube)."""
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=self.kubeconfig)
+
+    def env(self) -> dict[str, str]:
+        return {"KUBECONFIG": self.kubeconfig}
+
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.procs.items() if p.poll() is None}
+
+    def rss_bytes(self) -> dict[str, int]:
+        """Resident memory per daemon (from /proc)."""
+        out = {}
+        for name, pid in self.pids().items():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    out[name] = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+            except (OSError, StopIteration):
+                pass
+        return out
+
+    def log_tails(self, lines: int = 20) -> str:
+        logdir = os.path.join(self.dir or "", "log")
+        parts = []
+        for fname in sorted(os.listdir(logdir)) if self.dir and os.path.isdir(logdir) else []:
+            with open(os.path.join(logdir, fname), errors="replace") as f:
+                tail = f.readlines()[-lines:]
+            if tail:
+                parts.append(f"--- {fname} (last {len(tail)} lines) ---\n{''.join(tail)}")
+        return "\n".join(parts)
+
+
+def _remove_dir(path: str) -> None:
+    """Remove a server directory, and the /tmp/hollow-kubelet.* directory its hollow node logged (kubemark
+    makes that one under /tmp whatever TMPDIR says) and the runtime socket."""
+    try:
+        with open(os.path.join(path, "log", "kubemark.log"), errors="replace") as f:
+            m = re.search(r"Using (\S+) as root dir for hollow-kubelet", f.read())
+        if m and os.path.basename(m.group(1)).startswith("hollow-kubelet."):
+            shutil.rmtree(m.group(1), ignore_errors=True)
+            _remove_runtime_socket()
+    except OSError:
+        pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_runtime_socket() -> None:
+    """kubemark's fake container runtime listens on a fixed /tmp/kubelet_remote.sock (shared by every hollow
+    node on the machine): remove it once no kubemark process is left."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() == "kubemark":
+                    return
+        except OSError:
+            pass
+    try:
+        os.unlink("/tmp/kubelet_remote.sock")
+    except OSError:
+        pass
+
+
+def _remove_stale_dirs() -> None:
+    """Remove server directories left by test processes that were SIGKILLed (their daemons died with them)."""
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        if not name.startswith(DIR_PREFIX):
+            continue
+        path = os.path.join(root, name)
+        try:
+            with open(os.path.join(path, "owner.pid")) as f:
+                os.kill(int(f.read()), 0)
+        except ProcessLookupError:
+            _remove_dir(path)
+        except (OSError, ValueError):
+            pass  # being created, or not ours to judge
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_LIVE):
+        server.stop()
+
+
+def main() -> None:
+    server = KubeServer()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        server.start()
+        print(f"kube-apiserver ready in {server.start_seconds:.1f} s at {server.server}")
+        if "--cluster" in sys.argv:
+            server.start_cluster()
+            print(f"hollow node {server.node_name} Ready in {server.cluster_seconds:.1f} s")
+        rss = server.rss_bytes()
+        print("RSS: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in rss.items()) +
+              f"; total {sum(rss.values()) / 2**20:.0f} MiB")
+        print(f"export KUBECONFIG={server.kubeconfig}\nCtrl-C to stop", flush=True)
+        while all(p.poll() is None for p in server.procs.values()):
+            time.sleep(1)
+        print("a daemon exited:\n" + server.log_tails(), file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
