@@ -1,0 +1,1 @@
+"""The Kubernetes runner: the objects of a workflow group, how they are created and watched."""

@@ -1,0 +1,89 @@
+"""A Kubernetes pool: where and how the Kubernetes runner creates a workflow's objects.
+
+Read from the ``kubernetes:`` section of the pool config file (``osmo_run/local/settings.py``
+names the file)::
+
+    kubernetes:
+      context: gpu-cluster          # kubeconfig context (default: the current one, or in-cluster)
+      namespace: robotics           # where objects are created (default: default)
+      scheduler: kai                # kai | volcano | coscheduling | none (default scheduler: no gang)
+      scheduler_name: my-scheduler  # override the schedulerName the scheduler's default install uses
+      queue: team-a                 # KAI / Volcano queue
+      sidecar_image: registry.example/osmo-sidecar:0.1
+      store: s3://bucket/osmo       # the store as the pods reach it
+      store_secret: osmo-store      # a Secret whose keys become the sidecar's environment
+      service_account: osmo-task
+      platforms:                    # spec resources.platform -> placement
+        ovx-a40:
+          node_selector: {nvidia.com/gpu.product: NVIDIA-A40}
+          tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+
+Every error names the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEDULER_KINDS = ("kai", "volcano", "coscheduling", "none")
+KEYS = {"context", "namespace", "scheduler", "scheduler_name", "queue", "sidecar_image", "store", "store_secret",
+        "service_account", "platforms"}
+
+
+class PoolConfigError(ValueError):
+    """A bad ``kubernetes:`` pool section; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class KubePool:
+    namespace: str = "default"
+    context: str | None = None
+    scheduler: str = "none"
+    scheduler_name: str | None = None
+    queue: str | None = None
+    sidecar_image: str = "osmo-sidecar:latest"
+    store: str | None = None
+    store_secret: str | None = None
+    service_account: str | None = None
+    platforms: dict[str, Placement] = field(default_factory=dict)
+
+
+def _str(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise PoolConfigError(f"kubernetes.{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def parse_pool(raw: Any) -> KubePool:
+    """The ``kubernetes:`` section as a ``KubePool`` (``None`` or empty: every default)."""
+    if raw is None:
+        return KubePool()
+    if not isinstance(raw, dict):
+        raise PoolConfigError("kubernetes: expected a mapping")
+    unknown = sorted(set(raw) - KEYS)
+    if unknown:
+        raise PoolConfigError(f"kubernetes.{unknown[0]}: unknown field (known: {', '.join(sorted(KEYS))})")
+    values: dict[str, Any] = {k: _str(k, v) for k, v in raw.items() if k != "platforms" and v is not None}
+    if values.get("scheduler", "none") not in SCHEDULER_KINDS:
+        raise PoolConfigError(f"kubernetes.scheduler: expected one of {', '.join(SCHEDULER_KINDS)}, "
+                              f"got {values['scheduler']!r}")
+    platforms = {}
+    for name, entry in (raw.get("platforms") or {}).items():
+        where = f"platforms.{name}"
+        if not isinstance(entry, dict) or set(entry) - {"node_selector", "tolerations"}:
+            raise PoolConfigError(f"kubernetes.{where}: expected a mapping with node_selector and/or tolerations")
+        selector = entry.get("node_selector") or {}
+        if not isinstance(selector, dict) or not all(isinstance(v, str) for v in selector.values()):
+            raise PoolConfigError(f"kubernetes.{where}.node_selector: expected a mapping of strings")
+        tolerations = entry.get("tolerations") or []
+        if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
+            raise PoolConfigError(f"kubernetes.{where}.tolerations: expected a list of mappings")
+        platforms[str(name)] = Placement({str(k): v for k, v in selector.items()}, tuple(tolerations))
+    return KubePool(**values, platforms=platforms)
