@@ -139,12 +139,16 @@ def validate(ctx: click.Context, file: str, set_items, set_string_items, as_json
 @click.option("--store", "store", metavar="NAME|URL",
               help="The dataset store task data goes to (default: osmo's --store, $OSMO_STORE, the "
                    "configured default store, else the per-user store).")
+@click.option("--runner", type=click.Choice(["local", "kubernetes"]), default=None,
+              help="Where the tasks run: this machine, or the cluster of the pool config's kubernetes: "
+                   "section (docs/KUBERNETES.md). Default: the pool config's runner:, else local.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def submit(ctx: click.Context, file: str, set_items, set_string_items, dry_run: bool, wait: bool,
-           store: str | None, as_json: bool) -> None:
-    """Render and validate FILE, then run it on this machine and print its id (with --dry-run:
-    print the rendered spec). Without --wait the workflow runs on after the command returns."""
+           store: str | None, runner: str, as_json: bool) -> None:
+    """Render and validate FILE, then run it (on this machine, or with --runner kubernetes on a
+    cluster) and print its id (with --dry-run: print the rendered spec). Without --wait the
+    workflow runs on after the command returns."""
     loaded = _load(ctx, file, set_items, set_string_items)
     if dry_run:
         text = loaded.rendered.text
@@ -153,7 +157,7 @@ def submit(ctx: click.Context, file: str, set_items, set_string_items, dry_run: 
     root = ctx.find_root()
     if store is None and root.get_parameter_source("store_url") == click.core.ParameterSource.COMMANDLINE:
         store = root.params.get("store_url")  # osmo --store X workflow submit ...
-    workflow_id, proc = service.submit(loaded, file=file, store=service.store_argument(store))
+    workflow_id, proc = service.submit(loaded, file=file, store=service.store_argument(store), runner=runner)
     if not wait:
         click.echo(json.dumps({"id": workflow_id, "status": WorkflowStatus.PENDING.value}) if as_json else workflow_id)
         return

@@ -5,7 +5,8 @@ Every command takes ``--run-dir DIR``, the task attempt's run directory describe
 move data, write ``DIR/status/download.json`` or ``DIR/status/upload.json`` and exit 0 (status code 0),
 1 (a failing status was written: 2010 or 2012 with a one-line message) or 2 (the contract is missing
 or malformed; a failing status is written too when the run directory allows it). ``exec`` runs the task
-command, writes ``DIR/status/exit_code`` and exits with the command's code.
+command, writes ``DIR/status/exit_code`` and exits with the command's code. ``upload --wait`` first
+waits for that file (``wait.py``): the upload container of a Kubernetes pod runs beside the task.
 
 Every line the sidecar itself prints starts with ``[osmo-sidecar] ``.
 """
@@ -28,6 +29,7 @@ from sidecar.console import say
 from sidecar.errors import ContractError, DataError, Terminated, one_line
 from sidecar.retry import RetryPolicy
 from sidecar.taskfile import load_contract
+from sidecar.wait import DEFAULT_POLL, DURATION, OPTIONAL_DURATION, wait_for_task, wait_options
 
 BAD_CONTRACT = 2
 
@@ -119,13 +121,22 @@ def download(run_dir: str, attempts: int, retry_delay: float) -> None:
 @RUN_DIR
 @ATTEMPTS
 @RETRY_DELAY
-@click.option("--wait", "wait", type=float, default=None, metavar="SECONDS",
-              help="First wait for DIR/status/exit_code, at most SECONDS (0: no limit).")
-def upload(run_dir: str, attempts: int, retry_delay: float, wait: float | None) -> None:
+@click.option("--wait", "wait", type=OPTIONAL_DURATION, is_flag=False, flag_value="", default=None,
+              metavar="[SECONDS]",
+              help="First wait until the task has ended (DIR/status/exit_code exists), then upload; for a "
+                   "container that runs beside the task. A value is the older spelling of --wait-timeout.")
+@click.option("--wait-timeout", "wait_timeout", type=DURATION, default=None, metavar="DURATION",
+              help="With --wait: give up after DURATION (90, 90s, 15m, 2h, 1h30m; 0: never, the default); "
+                   "a failing status is written and nothing is uploaded.")
+@click.option("--poll", "poll", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help=f"With --wait: seconds between two looks for the exit code [default: {DEFAULT_POLL:g}].")
+def upload(run_dir: str, attempts: int, retry_delay: float, wait: float | str | None,
+           wait_timeout: float | None, poll: float | None) -> None:
     """Upload every output from DIR/data/output/ and write status/upload.json."""
-    from sidecar.upload import run_upload, wait_for_exit_code
+    from sidecar.upload import run_upload
 
-    before = (lambda run: wait_for_exit_code(run, wait)) if wait is not None else None
+    options = wait_options(wait, wait_timeout, poll)
+    before = (lambda run: wait_for_task(run, options)) if options is not None else None
     sys.exit(_run_phase(run_dir, UPLOAD_STATUS, OUTPUT_FAILED, _policy(attempts, retry_delay), run_upload,
                         before))
 

@@ -1,4 +1,5 @@
-"""``osmo-sidecar upload``: store the task's outputs after the command ended (whatever its code).
+"""``osmo-sidecar upload``: store the task's outputs after the command ended (whatever its code;
+``--wait`` first waits for that end, see ``wait.py``).
 
 Outputs, in contract order (each retried on its own, see ``retry.py``; a failed one does not stop
 the others, so everything that can be kept is kept):
@@ -25,7 +26,6 @@ how many). Any failure ends the phase with code 2012 and one line naming each fa
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 from osmo_store.repository import UploadRequest
@@ -38,8 +38,7 @@ from sidecar.remote import Remote
 from sidecar.retry import RetryPolicy, with_retry
 from sidecar.store import StoreHandle
 from sidecar.taskfile import check_output_path, compile_regex
-
-POLL_SECONDS = 0.2
+from sidecar.wait import exit_code_or_none
 
 
 def describe_output(i: int, spec: OutputSpec) -> str:
@@ -48,19 +47,6 @@ def describe_output(i: int, spec: OutputSpec) -> str:
     if spec.kind == "dataset":
         return f"output {i} (dataset {spec.dataset})"
     return f"output {i} (url {spec.url})"
-
-
-def wait_for_exit_code(run: RunDir, seconds: float) -> int:
-    """Block until ``status/exit_code`` exists (at most ``seconds``; <= 0: no limit)."""
-    say(f"waiting for the task's exit code in {run.status('exit_code')}")
-    deadline = time.monotonic() + seconds if seconds > 0 else None
-    while True:
-        code = run.read_exit_code()
-        if code is not None:
-            return code
-        if deadline is not None and time.monotonic() >= deadline:
-            raise DataError(f"the task's exit code did not appear within {seconds:g} s; outputs not uploaded")
-        time.sleep(POLL_SECONDS)
 
 
 def version_metadata(contract: TaskContract, run: RunDir, exit_code: int | None) -> dict[str, str]:
@@ -87,7 +73,7 @@ def _download_datasets(run: RunDir) -> tuple[dict[str, Any], ...]:
 
 
 def run_upload(run: RunDir, contract: TaskContract, policy: RetryPolicy) -> DataStatus:
-    exit_code = run.read_exit_code()
+    exit_code = exit_code_or_none(run)
     if exit_code not in (None, 0):
         say(f"the task exited with code {exit_code}; uploading its outputs anyway")
     if not os.path.isdir(run.output_dir):

@@ -188,7 +188,10 @@ def task_pod(workflow_id: str, group: str, task: TaskPod, pool: KubePool) -> dic
     store_env = [{"secretRef": {"name": pool.store_secret}}] if pool.store_secret else []
     run_mount = {"name": "osmo-run", "mountPath": RUN_DIR}
     init = {"name": INIT_CONTAINER, "image": pool.sidecar_image,
-            "command": ["/bin/sh", "-c", f"mkdir -p {RUN_DIR}/status && cp {CONTRACT_DIR}/task.json {RUN_DIR}/task.json"
+            # the folders the task writes (its outputs, its exit code) are open to any user it runs as
+            "command": ["/bin/sh", "-c", f"mkdir -p {RUN_DIR}/status {RUN_DIR}/data/output"
+                        f" && chmod 0777 {RUN_DIR}/status {RUN_DIR}/data {RUN_DIR}/data/output"
+                        f" && cp {CONTRACT_DIR}/task.json {RUN_DIR}/task.json"
                         f" && exec osmo-sidecar download --run-dir {RUN_DIR}"],
             "volumeMounts": [run_mount, {"name": "osmo-contract", "mountPath": CONTRACT_DIR, "readOnly": True}]}
     sidecar = {"name": SIDECAR_CONTAINER, "image": pool.sidecar_image,
@@ -204,6 +207,8 @@ def task_pod(workflow_id: str, group: str, task: TaskPod, pool: KubePool) -> dic
         + [{"name": "osmo-files", "mountPath": path, "subPath": f"file-{i}", "readOnly": True}
            for i, (path, _) in enumerate(task.files)],
     }
+    for c in (init, main, sidecar):  # a failing container's last log lines become its termination message
+        c["terminationMessagePolicy"] = "FallbackToLogsOnError"
     resources = _resources(task)
     if resources:
         main["resources"] = resources

@@ -26,7 +26,11 @@ from osmo_run.local.prepare import plan_attempt
 from osmo_run.local.statuses import START_FAILED, GroupStatus, TaskStatus, highest_code
 from osmo_run.spec import ExitAction, SpecError
 
-ENDING_STATUS = {"timeout": TaskStatus.FAILED_EXEC_TIMEOUT, "cancel": TaskStatus.FAILED_CANCELED}
+# how a group ended early -> the status of its unfinished tasks, and of the group
+ENDING_STATUS = {"timeout": TaskStatus.FAILED_EXEC_TIMEOUT, "cancel": TaskStatus.FAILED_CANCELED,
+                 "queue": TaskStatus.FAILED_QUEUE_TIMEOUT}
+ENDING_GROUP = {"timeout": GroupStatus.FAILED_EXEC_TIMEOUT, "cancel": GroupStatus.FAILED_CANCELED,
+                "queue": GroupStatus.FAILED_QUEUE_TIMEOUT}
 
 
 class FailedAttempt:
@@ -264,10 +268,8 @@ class GroupRun:
                 failed = kind == "failed"
                 self._settle(tr, TaskStatus.FAILED if failed else TaskStatus.COMPLETED, reason, exit_code=None)
         lead = next(tr for tr in self.tasks if tr.lead)
-        if kind == "timeout":
-            status = GroupStatus.FAILED_EXEC_TIMEOUT
-        elif kind == "cancel":
-            status = GroupStatus.FAILED_CANCELED
+        if kind in ENDING_GROUP:
+            status = ENDING_GROUP[kind]
         elif lead.status != TaskStatus.COMPLETED:
             status = GroupStatus.FAILED
         elif not self.group.ignore_nonlead_status and any(tr.status != TaskStatus.COMPLETED for tr in self.tasks):

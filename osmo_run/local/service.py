@@ -11,9 +11,11 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
+from osmo_run.kube.pool import PoolConfigError, parse_pool
 from osmo_run.local import procs
 from osmo_run.local.errors import CONFLICT, NotFound, RunnerError
 from osmo_run.local.paths import StatePaths
@@ -30,11 +32,28 @@ def open_state() -> StateStore:
     return StateStore(StatePaths())
 
 
-def submit(loaded: LoadedSpec, *, file: str | None, store: str | None) -> tuple[str, subprocess.Popen]:
-    """Record the workflow and start its supervisor; returns the id and the supervisor process."""
+SUPERVISORS = {"local": "osmo_run.local.supervisor", "kubernetes": "osmo_run.kube.supervisor"}
+
+
+def submit(loaded: LoadedSpec, *, file: str | None, store: str | None,
+           runner: str | None = None) -> tuple[str, subprocess.Popen]:
+    """Record the workflow and start its supervisor (on ``runner``, default: the pool config's
+    ``runner``, else local); returns the id and the supervisor process."""
     workflow = loaded.workflow
     settings = load_settings()
-    problems = check_workflow(workflow, settings, pool_capacity(settings))
+    runner = runner or settings.runner
+    settings = replace(settings, runner=runner)
+    if runner == "local":
+        problems = check_workflow(workflow, settings, pool_capacity(settings))
+    elif settings.kubernetes is None:
+        problems = [f"--runner kubernetes: the pool config {settings.source or '(none)'} has no kubernetes: "
+                    "section (docs/KUBERNETES.md)"]
+    else:
+        try:
+            parse_pool(settings.kubernetes)
+            problems = []
+        except PoolConfigError as exc:
+            problems = [f"{settings.source}: {exc}"]
     if problems:
         raise RunnerError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     state = open_state()
@@ -48,7 +67,7 @@ def submit(loaded: LoadedSpec, *, file: str | None, store: str | None) -> tuple[
         with open(paths.spec_file(workflow_id), "w", encoding="utf-8") as f:
             f.write(loaded.rendered.text)
         with open(paths.supervisor_log(workflow_id), "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "osmo_run.local.supervisor", workflow_id],
+            proc = subprocess.Popen([sys.executable, "-m", SUPERVISORS[runner], workflow_id],
                                     env={**os.environ, "OSMO_STATE_DIR": paths.root}, stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         # (if it is gone already, an impossible start time makes readers see at once that it died)

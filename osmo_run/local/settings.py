@@ -19,6 +19,8 @@ Location: ``$OSMO_POOL_CONFIG`` if set, else ``$XDG_CONFIG_HOME/osmo/pool.yaml``
     exec_timeout: 1d             # defaults for specs that set none
     queue_timeout: 1h
     sidecar: [python3, -m, sidecar.main]  # how to run the sidecar (default: this Python)
+    kubernetes: {...}            # the Kubernetes pool (docs/KUBERNETES.md, osmo_run/kube/pool.py)
+    runner: local                # local | kubernetes: where ``submit`` runs workflows (--runner overrides)
 
 ``submit`` reads the file once; the workflow keeps that snapshot (``Settings.to_json``).
 """
@@ -39,7 +41,8 @@ from osmo_run.spec import parse_bytes, parse_cpu, parse_duration
 ISOLATION_MODES = ("auto", "namespaces", "none")
 NETWORK_MODES = ("isolated", "host")
 KEYS = {"name", "capacity", "platforms", "strict", "isolation", "network", "grace_period", "lead_head_start",
-        "reschedule_limit", "exec_timeout", "queue_timeout", "sidecar"}
+        "reschedule_limit", "exec_timeout", "queue_timeout", "sidecar", "kubernetes", "runner"}
+RUNNERS = ("local", "kubernetes")
 
 
 def config_path() -> str:
@@ -89,6 +92,8 @@ class Settings:
     queue_timeout: float | None = None
     sidecar: tuple[str, ...] = ()
     source: str | None = None  # the file read, if any
+    kubernetes: dict[str, Any] | None = None  # the raw ``kubernetes:`` section (osmo_run/kube/pool.py)
+    runner: str = "local"  # which runner a workflow was submitted to (set at submit)
 
     @property
     def sidecar_argv(self) -> list[str]:
@@ -167,6 +172,14 @@ def load_settings(path: str | None = None) -> Settings:
             if not isinstance(raw["sidecar"], list) or not raw["sidecar"]:
                 raise _fail(path, "sidecar", "expected a command as a non-empty list")
             values["sidecar"] = tuple(str(a) for a in raw["sidecar"])
+        if "runner" in raw:
+            if raw["runner"] not in RUNNERS:
+                raise _fail(path, "runner", f"expected one of {', '.join(RUNNERS)}, got {raw['runner']!r}")
+            values["runner"] = raw["runner"]
+        if raw.get("kubernetes") is not None:
+            if not isinstance(raw["kubernetes"], dict):
+                raise _fail(path, "kubernetes", "expected a mapping (see docs/KUBERNETES.md)")
+            values["kubernetes"] = dict(raw["kubernetes"])
     except ValueError as exc:
         raise RunnerError(f"{path}: {exc}") from None
     env = os.environ.get("OSMO_ISOLATION")

@@ -94,7 +94,7 @@ class Supervisor:
                 if run.poll(now):
                     self.status[name] = run.status
                     del self.runs[name]
-                    self.ledger.release(self.id, name)
+                    self._release(name)
             self._reap_orphans()
             if all(s not in (GroupStatus.WAITING, GroupStatus.SCHEDULING) for s in self.status.values()) \
                     and not self.runs:
@@ -120,12 +120,11 @@ class Supervisor:
                         self.state.update_task(self.id, task.name, status=TaskStatus.SCHEDULING)
             if self.status[name] == GroupStatus.SCHEDULING and now >= self.next_admit.get(name, 0.0):
                 self.next_admit[name] = now + ADMIT_EVERY
-                plan = plan_gang(ctx.workflow, group, ctx.settings, ctx.capacity)
-                if self.ledger.try_admit(self.id, name, plan.demand, ctx.capacity):
+                run = self._admit(group)
+                if run is not None:
                     if not self.row.get("started_at"):
                         self.row["started_at"] = time.time()
                         self.state.update_workflow(self.id, started_at=self.row["started_at"])
-                    run = GroupRun(ctx, group, plan)
                     self.runs[name] = run
                     self.status[name] = GroupStatus.RUNNING
                     for task in group.tasks:
@@ -138,6 +137,21 @@ class Supervisor:
                     reason = f"queue timeout: the pool did not admit the group within {queue:g} s"
                     self._end_unstarted(group, GroupStatus.FAILED_QUEUE_TIMEOUT, TaskStatus.FAILED_QUEUE_TIMEOUT,
                                         reason, None)
+
+    def _admit(self, group) -> GroupRun | None:
+        """The group's run if the pool admits it whole now (the ledger is shared by workflows)."""
+        ctx = self.ctx
+        plan = plan_gang(ctx.workflow, group, ctx.settings, ctx.capacity)
+        if self.ledger.try_admit(self.id, group.name, plan.demand, ctx.capacity):
+            return GroupRun(ctx, group, plan)
+        return None
+
+    def _release(self, group: str | None = None) -> None:
+        """Give back what the group (or, with None, the workflow) holds in the pool."""
+        if group is None:
+            self.ledger.release(self.id)
+        else:
+            self.ledger.release(self.id, group)
 
     def _fail_upstream(self, group) -> None:
         failed = [u for u in self.dag.upstream_of(group.name) if is_failure(self.status[u])]
@@ -190,7 +204,7 @@ class Supervisor:
             reason = "canceled" if self.cancel_requested else (
                 f"group {first['name']!r} {first['status']}: {first['reason'] or ''}".rstrip(": ") if first else None)
         self.state.update_workflow(self.id, status=status, exit_code=code, reason=reason, ended_at=time.time())
-        self.ledger.release(self.id)
+        self._release()
         print(f"workflow {self.id}: {status.value}" + (f" ({reason})" if reason else ""), flush=True)
 
     def _fail_all(self, reason: str) -> None:
@@ -203,13 +217,13 @@ class Supervisor:
         self.state.update_workflow(self.id, status=WorkflowStatus.FAILED, reason=reason, ended_at=now)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], kind: type[Supervisor] = Supervisor) -> int:
     if len(argv) != 1:
-        print("usage: python -m osmo_run.local.supervisor WORKFLOW_ID", file=sys.stderr)
+        print(f"usage: python -m {kind.__module__} WORKFLOW_ID", file=sys.stderr)
         return 2
     supervisor = None
     try:
-        supervisor = Supervisor(argv[0])
+        supervisor = kind(argv[0])
         supervisor.run()
     except Exception as exc:  # noqa: BLE001 - the log is the only place a crash can be seen
         traceback.print_exc()
