@@ -153,6 +153,8 @@ def test_a_two_group_workflow_completes_and_leaves_nothing(kosmo, tmp_path):
     row = wait_status(kosmo, wf)
     assert row["status"] == "COMPLETED", row
     assert {n: t["status"] for n, t in task_map(row).items()} == {"simulate": "COMPLETED", "train": "COMPLETED"}
+    log = kosmo("logs", wf, "--task", "simulate").out  # the pod's containers' logs, copied at the end
+    assert "pod kpipe" in log and "container task" in log and "container osmo-sidecar" in log
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (pods(kosmo, wf) or kosmo.core.list_namespaced_secret(
             kosmo.namespace, label_selector=f"osmo.workflow={wf}").items):
