@@ -208,8 +208,12 @@ def logs(workflow_id: str, task: str | None, follow: bool) -> None:
             click.echo(f"{name} | {line}" if prefix else line)
             sys.stdout.flush()
         return
+    live = {name: (attempt, pool) for name, attempt, pool in service.running_kube_attempts(workflow_id, task)}
     for name, path in paths.items():
         text = task_logs.read(path)
+        if name in live:  # a running pod on Kubernetes: what its containers have logged so far
+            from osmo_run.kube.logs import live_logs
+            text += live_logs(live[name][1], workflow_id, name, live[name][0])
         if not prefix:
             click.echo(text, nl=False)
             continue
