@@ -208,7 +208,8 @@ class UsageScan:
                     running -= present.pop(cid, 0)
                 for cid, _ in entered:
                     if cid in shared:
-                        s = self._sizes(cid, txn)[0]
+                        loc = self.index.chunk_location(cid, txn)  # (a missing one was counted by _walk)
+                        s = loc.stored_length if loc is not None else 0
                         present[cid] = s
                         running += s
                         if cid not in seen:

@@ -18,7 +18,6 @@ reason. When the attempt ends, the logs of its containers are appended to the ta
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -54,7 +53,6 @@ class KubeAttempt:
         self.pids: list[int] = []
         self.stop_kind: str | None = None
         self.node: str | None = None
-        self._seen = False
         self._command_recorded = False
         self._deleting_since: float | None = None
 
@@ -81,7 +79,6 @@ class KubeAttempt:
                     self._fail_start("the pod was deleted before its task ended")
                 self._finish()
             return
-        self._seen = True
         self.node = (pod.get("spec") or {}).get("nodeName") or self.node
         init = _states(pod, "initContainerStatuses").get(INIT_CONTAINER, {})
         main = _states(pod, "containerStatuses")
@@ -177,6 +174,3 @@ class KubeAttempt:
             if exc.status == 404:
                 return False
             raise
-
-    def describe(self) -> dict[str, Any]:
-        return {"pod": self.pod, "node": self.node, "phase": self.phase}

@@ -179,7 +179,7 @@ def task_pod(workflow_id: str, group: str, task: TaskPod, pool: KubePool) -> dic
     name = pod_name(workflow_id, task.name, task.attempt)
     lbls = labels(workflow_id, group, task.name, task.attempt)
     annotations: dict[str, str] = {}
-    api_version, scheduler_name, link = SCHEDULERS[pool.scheduler]
+    _, scheduler_name, link = SCHEDULERS[pool.scheduler]
     pg = names(workflow_id, group)["podgroup"]
     if link is not None:
         (annotations if link[0] == "annotation" else lbls)[link[1]] = pg

@@ -13,6 +13,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from helpers.waiting import wait_for
 from servers.kube import KubeError, KubeServer
 from servers.kube_fixtures import create_namespace
 
@@ -43,14 +44,6 @@ def podgroup(kind: str, name: str, spec: dict) -> tuple[str, str, dict]:
                             "metadata": {"name": name}, "spec": spec}
 
 
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_namespace_pod_and_headless_service(kube_server, kube_namespace):

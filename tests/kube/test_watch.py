@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from helpers.waiting import wait_for as wait_until
 from osmo_run.kube.watch import PodWatcher
 
 FAST = {"retry_delay": 0.1, "max_retry_delay": 0.5}
@@ -45,13 +46,7 @@ def exit_code(p: dict | None) -> int | None:
 
 
 def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return wait_until(check, timeout, what, interval=0.05)  # watch events arrive within milliseconds
 
 
 class Log(list):
