@@ -68,8 +68,11 @@ class PackBuilder:
     """Accumulates chunk bodies and seals them into one pack object (one copy, at seal time)."""
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = [HEADER + os.urandom(SALT_SIZE)]
+        header = HEADER + os.urandom(SALT_SIZE)
+        self._parts: list[bytes] = [header]
         self._size = HEADER_SIZE
+        self._hash = hashing.hasher()  # the pack's name, hashed as bodies come (sealing is then cheap)
+        self._hash.update(header)
         self.entries: list[PackEntry] = []
 
     @property
@@ -82,6 +85,7 @@ class PackBuilder:
     def add(self, chunk_id: bytes, stored: bytes, raw_length: int, compression: int) -> PackEntry:
         entry = PackEntry(chunk_id, self._size, len(stored), raw_length, compression)
         self._parts.append(stored)
+        self._hash.update(stored)
         self._size += len(stored)
         self.entries.append(entry)
         return entry
@@ -90,12 +94,12 @@ class PackBuilder:
         """Return ``(pack_id, parts)``: the pack as pieces to write back to back, without joining
         them (a 32 MiB copy saved per pack). The builder must not be used afterwards."""
         footer = msgpack.packb([e.encode() for e in self.entries], use_bin_type=True)
-        self._parts += [footer, struct.pack("<I", len(footer)) + hashing.digest(footer) + END_MAGIC]
+        trailer = struct.pack("<I", len(footer)) + hashing.digest(footer) + END_MAGIC
+        self._parts += [footer, trailer]
+        self._hash.update(footer)
+        self._hash.update(trailer)
         parts, self._parts = self._parts, []
-        h = hashing.hasher()
-        for part in parts:
-            h.update(part)
-        return h.digest(), parts
+        return self._hash.digest(), parts
 
     def seal(self) -> tuple[bytes, bytes]:
         """Return ``(pack_id, pack_bytes)``; the builder must not be used afterwards."""

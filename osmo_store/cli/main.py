@@ -23,6 +23,28 @@ INTERNAL_ERROR = 70
 
 
 class OsmoGroup(click.Group):
+    """The top-level group: one-line errors, and command groups other packages register under the
+    ``osmo.commands`` entry point (``osmo workflow`` from osmo_run), so that osmo_store never imports
+    them. Those are imported only when asked for (or listed by ``--help``): every ``osmo dataset``
+    command starts without loading the workflow runtime."""
+
+    def _plugins(self) -> dict:
+        plugins = getattr(self, "_plugin_points", None)
+        if plugins is None:
+            from importlib.metadata import entry_points
+
+            plugins = self._plugin_points = {ep.name: ep for ep in entry_points(group="osmo.commands")
+                                             if ep.name not in self.commands}
+        return plugins
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(self._plugins()))
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name not in self.commands and name in self._plugins():
+            self.add_command(self._plugins()[name].load(), name)
+        return self.commands.get(name)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -73,18 +95,6 @@ cli.add_command(store)
 store.add_command(report)
 dataset.add_command(retain)
 
-
-def _add_plugin_commands() -> None:
-    """Command groups other packages register under the ``osmo.commands`` entry point (e.g. ``osmo
-    workflow`` from osmo_run), so that osmo_store never imports them."""
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="osmo.commands"):
-        if ep.name not in cli.commands:
-            cli.add_command(ep.load(), ep.name)
-
-
-_add_plugin_commands()
 
 
 def main() -> None:

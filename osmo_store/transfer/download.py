@@ -14,7 +14,6 @@ import os
 import stat
 import time
 import uuid
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from osmo_store.chunkstore import ChunkStore
 from osmo_store.errors import BackendError, IntegrityError, UnsafePathError, UsageError
 from osmo_store.manifest import FileEntry, iter_entries
 from osmo_store.transfer.filters import PathFilter
+from osmo_store.transfer.lookahead import in_order
 from osmo_store.transfer.progress import Progress
 from osmo_store.transfer.spans import SpanReader
 
@@ -65,13 +65,8 @@ class Downloader:
         try:
             ex = ThreadPoolExecutor(self.workers, thread_name_prefix="osmo-download")
             try:
-                pending: deque = deque()
-                for e in entries:
-                    pending.append((e, ex.submit(self._write, base, e)))
-                    while len(pending) >= 4 * self.workers:
-                        skipped += self._collect(pending.popleft())
-                while pending:
-                    skipped += self._collect(pending.popleft())
+                for item in in_order(ex, entries, lambda e: self._write(base, e), lambda e: e.size):
+                    skipped += self._collect(item)
             finally:
                 ex.shutdown(wait=True, cancel_futures=True)
         finally:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from osmo_store.errors import NotFoundError, UsageError
 from osmo_store.index import LocalIndex
 from osmo_store.manifest import LEAF, Checksum, FileEntry, TreeBuilder, iter_nodes
 from osmo_store.transfer.filters import PathFilter
+from osmo_store.transfer.lookahead import in_order
 from osmo_store.transfer.progress import Cancelled, Progress
 from osmo_store.transfer.scan import SourceFile, scan
 
@@ -150,17 +150,11 @@ class Uploader:
 
     def _entries(self, files: list[SourceFile], writer: PackWriter):
         """Entries in path order, processed by the thread pool with a bounded look-ahead."""
-        window = 4 * self.workers
-        pending: deque = deque()
         stat_batch: list[tuple[bytes, list]] = []
         ex = ThreadPoolExecutor(self.workers, thread_name_prefix="osmo-upload")
         try:
-            for src in files:
-                pending.append((src, ex.submit(self._process, src, writer)))
-                while len(pending) >= window:
-                    yield self._collect(pending.popleft(), stat_batch)
-            while pending:
-                yield self._collect(pending.popleft(), stat_batch)
+            for item in in_order(ex, files, lambda src: self._process(src, writer), lambda src: src.size):
+                yield self._collect(item, stat_batch)
             self.catalog.stat_store(stat_batch)
         finally:
             self._cancel.set()
