@@ -13,6 +13,7 @@ of packs a download fetches is planned by ``transfer/spans.py``.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Iterable
@@ -30,8 +31,11 @@ from osmo_store.packs import (
     pack_id_from_key, pack_key, parse_pack, parse_tail,
 )
 
+log = logging.getLogger("osmo.store")
+
 TAIL_GUESS = 64 * 1024
 MAX_PACK_WRITERS = 4  # packs uploaded at once to an object store (each holds one pack in memory)
+LOCAL_PACK_WRITERS = 2  # packs written at once to a local disk
 WRITTEN_MEMORY = 1_000_000  # chunk ids an upload remembers having written (~100 MB at most)
 
 
@@ -181,8 +185,11 @@ class ChunkStore:
                     if pack_id_from_key(key) in swept:
                         continue  # deleted by garbage collection (or being deleted)
                     pack_id, size, entries = self.read_pack_index(key)
-                except (IntegrityError, NotFoundError):
-                    continue  # unreadable or deleted meanwhile: verify reports it
+                except NotFoundError:
+                    continue  # deleted meanwhile
+                except IntegrityError as exc:
+                    log.warning("osmo: warning: %s (not indexed; run 'osmo store verify')", exc)
+                    continue
                 self.index.add_pack(pack_id, size, entries)
                 added += 1
             return added
@@ -223,11 +230,12 @@ class PackCopier:
 class PackWriter:
     """A thread-safe upload session: ``add`` chunks from many threads, then ``flush`` and ``close``.
 
-    Sealed packs go through a small queue to background threads that write them and record them in
-    the index, so chunking goes on while packs are being written. There is one writer thread for a
-    local disk and up to ``MAX_PACK_WRITERS`` for object stores (their ``concurrency``); the queue
-    holds as many packs as there are writers, which bounds memory at about ``2 x writers`` packs.
-    A write error is raised by the next ``add`` or by ``flush``.
+    Sealed packs go through a queue to background threads that write them and record them in the
+    index, so chunking goes on while packs are being written. A local disk gets two writer threads
+    (one writes a pack while the other waits for its fsync) and at most two sealed packs in flight;
+    an object store gets up to ``MAX_PACK_WRITERS`` (its ``concurrency``) and twice as many packs in
+    flight. Memory is bounded by the pack being filled plus the packs in flight. A write error is
+    raised by the next ``add`` or by ``flush``.
     """
 
     def __init__(self, store: ChunkStore, writers: int | None = None) -> None:
@@ -240,8 +248,14 @@ class PackWriter:
         self._target = store.config.pack_target_size
         self._compress = store.config.compression == "zstd"
         self._level = store.config.compression_level
-        self._writers = max(1, min(writers or getattr(store.blob, "concurrency", 1), MAX_PACK_WRITERS))
-        self._queue: queue.Queue = queue.Queue(maxsize=self._writers)
+        if store.blob.local:
+            self._writers = writers or LOCAL_PACK_WRITERS
+            in_flight = self._writers
+        else:
+            self._writers = max(1, min(writers or store.blob.concurrency, MAX_PACK_WRITERS))
+            in_flight = 2 * self._writers
+        self._slots = threading.BoundedSemaphore(in_flight)  # sealed packs queued or being written
+        self._queue: queue.Queue = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None
         self._abandoned = False
@@ -298,6 +312,7 @@ class PackWriter:
                                      for i in range(self._writers)]
                     for thread in self._threads:
                         thread.start()
+        self._slots.acquire()
         self._queue.put(builder)
 
     def _run(self) -> None:
@@ -311,6 +326,8 @@ class PackWriter:
             except BaseException as exc:  # handed to the uploading threads
                 self._error = exc
             finally:
+                if builder is not None:
+                    self._slots.release()
                 self._queue.task_done()
 
     def _write(self, builder: PackBuilder) -> None:

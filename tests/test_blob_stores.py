@@ -71,3 +71,19 @@ def test_open_blob_store_urls(tmp_path):
     assert open_blob_store("memory://x") is open_blob_store("memory://x")
     with pytest.raises(UsageError, match="gopher"):
         open_blob_store("gopher://host/x")
+
+
+def test_metered_store_counts_failed_requests_too():
+    """Requests per GB must include the ones that failed (a 404 is a request too)."""
+    from osmo_store.blob.wrappers import MeteredBlobStore
+    from osmo_store.errors import NotFoundError
+
+    metered = MeteredBlobStore(MemoryBlobStore())
+    for call in (lambda: metered.get("nope"), lambda: metered.get_range("nope", 0, 1), lambda: metered.size("nope")):
+        with pytest.raises(NotFoundError):
+            call()
+    metered.put("k", b"abc")
+    assert metered.get_range("k", 1, 2) == b"bc"
+    assert dict(metered.requests) == {"get": 1, "get_range": 2, "size": 1, "put": 1}
+    assert (metered.bytes_in, metered.bytes_out) == (2, 3)
+    assert metered.local is False and MeteredBlobStore(LocalBlobStore("/nonexistent")).local is True

@@ -146,6 +146,17 @@ def test_truncated_pack(cli, tmp_path, store):
     assert no_part_files(fresh)
 
 
+def test_a_client_catching_up_names_a_pack_with_a_broken_footer(cli, tmp_path, store):
+    """A fresh client indexing the packs says which one it could not read, instead of failing later
+    with "chunk not in the store"."""
+    path, _, _ = victim_chunk(cli, tmp_path)
+    os.truncate(path, os.path.getsize(path) - 10)  # the trailer is gone
+    cli.env["OSMO_CACHE_DIR"] = str(tmp_path / "fresh-cache")
+    result = cli("dataset", "download", "ds:2", str(tmp_path / "out"), check=False)
+    assert result.code != 0
+    assert pack_name(path) in result.err and "osmo store verify" in result.err
+
+
 def test_deleted_pack(cli, tmp_path, store):
     path, _, _ = victim_chunk(cli, tmp_path)
     os.remove(path)

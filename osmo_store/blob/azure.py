@@ -12,6 +12,7 @@ retry policy is switched off so that retries happen in one layer only (``blob/re
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -64,9 +65,22 @@ def open_azure(url: str, options: dict[str, Any]) -> AzureBlobStore:
         raise UsageError(f"store {url}: no Azure account: set AZURE_STORAGE_CONNECTION_STRING, or "
                          "AZURE_STORAGE_ACCOUNT_NAME (with a key or SAS token), or the store's options")
     try:
-        fs = adlfs.AzureBlobFileSystem(**kwargs)
+        with _hidden_env(None if conn else "AZURE_STORAGE_CONNECTION_STRING"):
+            fs = adlfs.AzureBlobFileSystem(**kwargs)
     except ValueError as exc:  # malformed connection string and the like
         raise UsageError(f"store {url}: {' '.join(str(exc).split())}") from None
     _disable_sdk_retries(fs)
     return AzureBlobStore(fs, root, f"{scheme}://{root}", exclusive=True,
                           concurrency=int(options.get("concurrency", 8)))
+
+
+@contextlib.contextmanager
+def _hidden_env(name: str | None):
+    """adlfs prefers ``AZURE_STORAGE_CONNECTION_STRING`` from the environment to the account it is
+    given: hide it while a store whose options name an account is opened."""
+    saved = os.environ.pop(name, None) if name else None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[name] = saved

@@ -24,7 +24,8 @@ checks:
   succeed when repeated raise its subclass ``TransientBackendError`` (only ``retry.py`` retries).
 
 ``concurrency`` is how many requests in flight suit the backend (pack uploads, range reads): 1 for a
-local disk, more for object stores.
+local disk, more for object stores. ``local`` is true when objects are files on a disk of this
+machine (writes cost CPU and fsync waits rather than round trips).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class BlobStore(abc.ABC):
 
     supports_exclusive_create: bool = True
     concurrency: int = 1
+    local: bool = False
 
     @property
     @abc.abstractmethod

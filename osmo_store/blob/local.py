@@ -20,6 +20,7 @@ TMP_PREFIX = ".tmp-"
 
 
 class LocalBlobStore(BlobStore):
+    local = True
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
 

@@ -19,7 +19,7 @@ from osmo_store.blob.base import BlobStore
 from osmo_store.blob.local import LocalBlobStore
 from osmo_store.blob.memory import MemoryBlobStore
 from osmo_store.blob.retry import RetryingBlobStore
-from osmo_store.errors import UsageError
+from osmo_store.errors import BackendError, UsageError
 
 _MEMORY: dict[str, MemoryBlobStore] = {}
 REMOTE_SCHEMES = ("s3", "az", "abfs", "abfss")
@@ -57,7 +57,21 @@ def _open_generic(url: str, scheme: str, options: dict[str, Any]) -> BlobStore:
     try:
         fs, root = fsspec.core.url_to_fs(url, **options)
     except (ValueError, ImportError) as exc:
-        raise UsageError(f"store URL {url!r}: scheme {scheme!r} is not usable "
+        raise UsageError(f"store URL {without_password(url)!r}: scheme {scheme!r} is not usable "
                          f"({' '.join(str(exc).split())})") from None
-    return FsspecBlobStore(fs, root, url.rstrip("/"), exclusive=False, allow_unsafe_create=allow,
-                           concurrency=concurrency)
+    except OSError as exc:  # the filesystem connects when it is made (ftp, sftp ...)
+        raise BackendError(f"store {without_password(url)}: cannot connect: "
+                           f"{exc.strerror or ' '.join(str(exc).split())}") from None
+    return FsspecBlobStore(fs, root, without_password(url.rstrip("/")), exclusive=False,
+                           allow_unsafe_create=allow, concurrency=concurrency)
+
+
+def without_password(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``: the store's URL
+    appears in messages and must not carry a secret."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    userinfo, at, hostport = host.rpartition("@")
+    if not (sep and at and ":" in userinfo):
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{hostport}{slash}{path}"

@@ -23,6 +23,7 @@ class DelegatingBlobStore(BlobStore):
         self.inner = inner
         self.supports_exclusive_create = inner.supports_exclusive_create
         self.concurrency = inner.concurrency
+        self.local = inner.local
 
     @property
     def url(self) -> str:
@@ -36,7 +37,8 @@ class DelegatingBlobStore(BlobStore):
 
 
 class MeteredBlobStore(DelegatingBlobStore):
-    """Counts ``requests[op]`` and ``bytes_in`` / ``bytes_out``; a listing counts as one request."""
+    """Counts ``requests[op]`` as they are made (failed ones too; a listing counts as one request)
+    and ``bytes_in`` / ``bytes_out``."""
 
     def __init__(self, inner: BlobStore) -> None:
         super().__init__(inner)
@@ -45,29 +47,33 @@ class MeteredBlobStore(DelegatingBlobStore):
         self.bytes_out = 0  # written to the store
         self._lock = threading.Lock()
 
-    def _count(self, op: str, read: int = 0, written: int = 0) -> None:
+    def _count(self, op: str | None, read: int = 0, written: int = 0) -> None:
+        """Count a request as it is made (failed ones too) and the bytes it moved."""
         with self._lock:
-            self.requests[op] += 1
+            if op is not None:
+                self.requests[op] += 1
             self.bytes_in += read
             self.bytes_out += written
 
     def get(self, key: str) -> bytes:
+        self._count("get")
         data = self.inner.get(key)
-        self._count("get", read=len(data))
+        self._count(None, read=len(data))
         return data
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
+        self._count("get_range")
         data = self.inner.get_range(key, offset, length)
-        self._count("get_range", read=len(data))
+        self._count(None, read=len(data))
         return data
 
     def put(self, key: str, data: bytes) -> None:
-        self.inner.put(key, data)
         self._count("put", written=len(data))
+        self.inner.put(key, data)
 
     def put_parts(self, key: str, parts: list[bytes]) -> None:
-        self.inner.put_parts(key, parts)
         self._count("put", written=sum(len(p) for p in parts))
+        self.inner.put_parts(key, parts)
 
     def create(self, key: str, data: bytes) -> None:
         self._count("create", written=len(data))

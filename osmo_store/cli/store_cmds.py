@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from osmo_store.blob import open_blob_store
+from osmo_store.blob.urls import without_password
 from osmo_store.cli.context import json_option, pass_state
 from osmo_store.cli.output import CountProgress, emit_json, human_bytes, note
 from osmo_store.config import KiB, MiB
@@ -193,10 +194,10 @@ def add(name, url, options, make_default, replace, as_json) -> None:
         config.default_store = name
     config.save()
     if as_json:
-        emit_json({"name": name, "url": location.url, "options": redact(location.options),
+        emit_json({"name": name, "url": without_password(location.url), "options": redact(location.options),
                    "default": config.default_store == name, "config": config.path})
     else:
-        click.echo(f"added store {name} -> {location.url} ({config.path})")
+        click.echo(f"added store {name} -> {without_password(location.url)} ({config.path})")
 
 
 @store.command(name="list")
@@ -204,7 +205,7 @@ def add(name, url, options, make_default, replace, as_json) -> None:
 def list_stores(as_json) -> None:
     """The stores in the config file (secret options shown as ***)."""
     config = UserConfig.load()
-    rows = [{"name": n, "url": s.url, "options": redact(s.options), "default": n == config.default_store}
+    rows = [{"name": n, "url": without_password(s.url), "options": redact(s.options), "default": n == config.default_store}
             for n, s in sorted(config.stores.items())]
     if as_json:
         emit_json({"config": config.path, "stores": rows})
