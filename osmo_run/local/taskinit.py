@@ -14,6 +14,14 @@ Namespaces mode (root, Linux namespaces available)::
       fork C: pid 1 of the new PID namespace, mounts /proc, runs the command G, reaps, and when
       G exits kills every process left in the namespace (as a pod's container ends)
 
+Rootless (namespaces mode, not root): P first enters a user namespace in which the invoking user is
+root: the supervisor's (``$OSMO_RUN_USERNS_PID``, where the group's network hub lives) when the
+group has its own network, else a new one of its own. Its mounts are then built on a fresh tmpfs
+root: every top-level entry of the host's / is bound (recursively) into it, the rest is as above
+(/osmo is a folder of that root, so /osmo need not exist on the host, and a ``files:`` path in a
+top-level folder the host lacks lands in that root), then ``pivot_root``. The task runs as root of
+that user namespace, i.e. as the invoking user on the host (its files are owned by that user).
+
 Plain mode (no namespaces): P is a child subreaper, writes ``files:`` where the runner mapped them,
 runs G in its own session and, when G exits, kills every process G left behind.
 
@@ -40,6 +48,10 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
+MNT_DETACH = 2
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}
+USERNS_ENV = "OSMO_RUN_USERNS_PID"  # set by osmo_run.local.isolation.user_namespace
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 SETUP_FAILED = 3
@@ -65,6 +77,23 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, d
     enc = (lambda s: s.encode() if s is not None else None)
     _call(procs.libc().mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
           f"mount {fstype or 'bind'} on {target}")
+
+
+def enter_user_namespace(holder: str | None) -> None:
+    """Rootless: join the user namespace of process ``holder``, or create one (the caller's uid and
+    gid mapped to root)."""
+    uid, gid = os.geteuid(), os.getegid()
+    if holder:
+        fd = os.open(f"/proc/{holder}/ns/user", os.O_RDONLY)
+        try:
+            _call(procs.libc().setns(fd, CLONE_NEWUSER), "join the user namespace of the tasks")
+        finally:
+            os.close(fd)
+        return
+    unshare(CLONE_NEWUSER)
+    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+        with open(f"/proc/self/{name}", "w", encoding="ascii") as f:
+            f.write(text)
 
 
 def namespace_flags(network: bool) -> int:
@@ -96,20 +125,70 @@ def _overlay_roots(paths: list[str]) -> list[str]:
     return sorted(r for r in roots if not any(o != r and _under(r, o) for o in roots))
 
 
-def build_view(cfg: dict) -> None:
+def stage_root() -> str:
+    """Rootless: a tmpfs (staged on /tmp) holding a recursive bind of each top-level entry of the
+    host's / and an empty /tmp and /osmo; ``enter_root`` makes it the root, so that / can gain
+    folders without touching the host. Returns where it is staged."""
+    new = "/tmp"  # the task gets a fresh tmpfs /tmp later
+    mount("tmpfs", new, "tmpfs", MS_NODEV, "mode=755")
+    for name in sorted(os.listdir("/")):
+        source, target = "/" + name, f"{new}/{name}"
+        if name in ("tmp", "osmo"):
+            os.mkdir(target)
+        elif os.path.islink(source):
+            os.symlink(os.readlink(source), target)
+        elif os.path.isdir(source):
+            os.mkdir(target)
+            mount(source, target, None, MS_BIND | MS_REC)
+        else:
+            open(target, "wb").close()
+            mount(source, target, None, MS_BIND)
+    return new
+
+
+def enter_root(new: str) -> None:
+    import platform
+    number = SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise SetupError(f"pivot_root: no system call number known for {platform.machine()}")
+    os.chdir(new)
+    _call(procs.libc().syscall(number, b".", b"."), "pivot_root")
+    _call(procs.libc().umount2(b".", MNT_DETACH), "unmount the host's root")
+    os.chdir("/")
+
+
+def build_view(cfg: dict, rootless: bool = False) -> None:
     """Mounts of namespaces mode (in P, after unshare; C and G inherit them)."""
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    mount("tmpfs", "/osmo", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
-    for name, source in (("data", cfg["data_dir"]), ("work", cfg["work_dir"])):
-        os.makedirs(f"/osmo/{name}", exist_ok=True)
-        mount(source, f"/osmo/{name}", None, MS_BIND | MS_REC)
+    top, hosts, sources = "", cfg.get("hosts_file"), {"data": cfg["data_dir"], "work": cfg["work_dir"]}
+    pinned = []
+    if rootless:  # the staged root covers /tmp, which may hold these: keep them at hand
+        for name, path in sources.items():
+            pinned.append(os.open(path, os.O_PATH | os.O_DIRECTORY))
+            sources[name] = f"/proc/self/fd/{pinned[-1]}"
+        if hosts:
+            with open(hosts, "rb") as f:
+                hosts = f.read()
+        top = stage_root()
+    mount("tmpfs", f"{top}/osmo", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+    for name in ("data", "work"):
+        os.makedirs(f"{top}/osmo/{name}", exist_ok=True)
+        mount(sources[name], f"{top}/osmo/{name}", None, MS_BIND | MS_REC)
+    if rootless:
+        for fd in pinned:
+            os.close(fd)
+        if hosts:
+            with open(f"{top}/osmo/.hosts", "wb") as f:
+                f.write(hosts)
+            hosts = "/osmo/.hosts"
+        enter_root(top)
     for n, root in enumerate(_overlay_roots([f["path"] for f in cfg["files"]])):
         upper, work = f"/osmo/.overlay/{n}/upper", f"/osmo/.overlay/{n}/work"
         os.makedirs(upper)
         os.makedirs(work)
         mount("overlay", root, "overlay", 0, f"lowerdir={root},upperdir={upper},workdir={work}")
-    if cfg.get("hosts_file") and os.path.exists("/etc/hosts"):
-        mount(cfg["hosts_file"], "/etc/hosts", None, MS_BIND)
+    if hosts and os.path.exists("/etc/hosts"):
+        mount(hosts, "/etc/hosts", None, MS_BIND)
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     if os.path.isdir("/dev/shm"):
         mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
@@ -225,8 +304,14 @@ def main(config_file: str) -> int:
     ready, go = cfg["ready_fd"], cfg["go_fd"]
     try:
         if cfg["mode"] == "namespaces":
+            rootless, holder = os.geteuid() != 0, os.environ.get(USERNS_ENV)
+            cfg["env"].pop(USERNS_ENV, None)  # the runner's, not the task's
+            if rootless and cfg["network"] == "isolated" and not holder:
+                raise SetupError(f"rootless: ${USERNS_ENV} (the user namespace of the group's network) is not set")
+            if rootless:
+                enter_user_namespace(holder if cfg["network"] == "isolated" else None)
             unshare(namespace_flags(cfg["network"] == "isolated"))
-            build_view(cfg)
+            build_view(cfg, rootless)
         else:
             procs.set_child_subreaper()
         write_files(cfg)
@@ -245,11 +330,21 @@ def main(config_file: str) -> int:
 
 
 def probe(network: bool = True) -> str:
-    """Empty if namespaces mode works here, else why not (run in a throwaway child process)."""
+    """Empty if namespaces mode works here, else why not (run in a throwaway child process). Not
+    root: in a user namespace of its own, also the new root (``pivot_root``), an overlay and /proc."""
+    rootless = os.geteuid() != 0
     try:
+        if rootless:
+            enter_user_namespace(None)
         unshare(namespace_flags(network) & ~CLONE_NEWPID)
         mount(None, "/", None, MS_REC | MS_PRIVATE)
+        if rootless:
+            enter_root(stage_root())
         mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777")  # private to this throwaway namespace
+        if rootless:
+            for name in ("low", "up", "work", "view"):
+                os.mkdir(f"/tmp/{name}")
+            mount("overlay", "/tmp/view", "overlay", 0, "lowerdir=/tmp/low,upperdir=/tmp/up,workdir=/tmp/work")
         socket.sethostname("osmo-probe")
         if network:
             for args in (["link", "add", "osmo-br", "type", "bridge"],
@@ -260,8 +355,17 @@ def probe(network: bool = True) -> str:
         unshare(CLONE_NEWPID)
         child = os.fork()
         if child == 0:
+            try:
+                if rootless:
+                    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            except SetupError as exc:
+                os.write(2, f"{exc}\n".encode())
+                os._exit(2)
             os._exit(0 if os.getpid() == 1 else 1)
-        if procs.exit_code(os.waitpid(child, 0)[1]) != 0:
+        code = procs.exit_code(os.waitpid(child, 0)[1])
+        if code == 2:
+            return "a new PID namespace could not mount its /proc"
+        if code != 0:
             return "a new PID namespace did not start its first process as pid 1"
     except (SetupError, OSError, subprocess.SubprocessError) as exc:
         return str(exc)
