@@ -36,6 +36,7 @@ log = logging.getLogger("osmo.store")
 TAIL_GUESS = 64 * 1024
 MAX_PACK_WRITERS = 4  # packs uploaded at once to an object store (each holds one pack in memory)
 LOCAL_PACK_WRITERS = 2  # packs written at once to a local disk
+NODE_CACHE_BATCH = 256  # manifest nodes read from a remote store, written to the index at once
 WRITTEN_MEMORY = 1_000_000  # chunk ids an upload remembers having written (~100 MB at most)
 
 
@@ -78,6 +79,8 @@ class ChunkStore:
         self.index = index
         self.config = config
         self._refresh_lock = threading.Lock()
+        self._node_lock = threading.Lock()
+        self._new_nodes: dict[bytes, bytes] = {}  # nodes read from a remote store, not yet in the index
 
     # reading ----------------------------------------------------------------------------------
 
@@ -140,7 +143,33 @@ class ChunkStore:
         return copier.bytes_written
 
     def get_tree(self, node_id: bytes) -> bytes:
-        return self.read_chunk(node_id)
+        """A manifest node. Nodes read from a remote store are kept in the index (batched, see
+        ``NODE_CACHE_BATCH``), so listing, diffing and downloading versions does not fetch them again;
+        a node's bytes are checked against its id whenever it is decoded. ``verify`` reads the store."""
+        if self.blob.local:
+            return self.read_chunk(node_id)
+        with self._node_lock:
+            data = self._new_nodes.get(node_id)
+        if data is None:
+            data = self.index.cached_node(node_id)
+        if data is not None:
+            return data
+        data = self.read_chunk(node_id)
+        batch = None
+        with self._node_lock:
+            self._new_nodes[node_id] = data
+            if len(self._new_nodes) >= NODE_CACHE_BATCH:
+                batch, self._new_nodes = self._new_nodes, {}
+        if batch:
+            self.index.cache_nodes(batch)
+        return data
+
+    def flush_node_cache(self) -> None:
+        """Write the nodes read since the last batch into the index (called when the store closes)."""
+        with self._node_lock:
+            batch, self._new_nodes = self._new_nodes, {}
+        if batch:
+            self.index.cache_nodes(batch)
 
     # packs ------------------------------------------------------------------------------------
 
@@ -169,10 +198,12 @@ class ChunkStore:
             decode_chunk(e.chunk_id, view[e.offset : e.offset + e.stored_length], e.raw_length, e.compression, key)
         return len(entries)
 
-    def refresh_packs(self) -> int:
+    def refresh_packs(self, warn: bool = True) -> int:
         """Index packs written by other clients since this index last looked; returns how many.
 
-        Called when a chunk is missing from the index: another machine may have stored it.
+        Called when a chunk is missing from the index: another machine may have stored it. A pack
+        whose footer cannot be read is skipped with a warning naming it (``warn=False``: the caller,
+        verify, reports it itself).
         """
         with self._refresh_lock:
             known = {pack_key(pid) for pid, _, _ in self.index.packs()}
@@ -188,7 +219,8 @@ class ChunkStore:
                 except NotFoundError:
                     continue  # deleted meanwhile
                 except IntegrityError as exc:
-                    log.warning("osmo: warning: %s (not indexed; run 'osmo store verify')", exc)
+                    if warn:
+                        log.warning("osmo: warning: %s (not indexed; run 'osmo store verify')", exc)
                     continue
                 self.index.add_pack(pack_id, size, entries)
                 added += 1

@@ -4,7 +4,9 @@ Tables (msgpack values): ``chunks`` (chunk id -> its primary location: pack id, 
 length, raw length, compression), ``dups`` (chunk id -> further locations, when a chunk is in more
 than one pack), ``packs`` (pack id -> size, chunk count), ``entries`` (pack id -> its footer entries),
 ``condemned`` (pack id -> [sequence number of the garbage-collection event, swept?, time
-condemned]) and ``meta``. Manifest nodes are chunks like any other.
+condemned]), ``nodes`` (node id -> the bytes of a manifest node read from a remote store: nodes are
+named by their content, so a copy is never stale) and ``meta``. Manifest nodes are chunks like any
+other.
 
 The primary location of a chunk is in a pack that is not condemned if there is one, else in the
 pack with the smallest id: a rule that does not depend on the order packs are learnt in, so a
@@ -32,7 +34,7 @@ from osmo_store.errors import BackendError
 from osmo_store.packs import PackEntry
 
 TABLES = ("meta", "chunks", "dups", "packs", "entries", "condemned", "datasets", "names", "versions", "tags",
-          "statcache")
+          "statcache", "nodes")
 DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; pages are only used as written
 
 
@@ -213,6 +215,18 @@ class LocalIndex:
             for key, value in txn.cursor(db=self.db["packs"]):
                 size, count = unpack(value)
                 yield bytes(key), size, count
+
+    # manifest nodes read from a remote store ---------------------------------------------------
+
+    def cached_node(self, node_id: bytes) -> bytes | None:
+        with self.read() as txn:
+            raw = txn.get(node_id, db=self.db["nodes"])
+            return None if raw is None else bytes(raw)
+
+    def cache_nodes(self, nodes: dict[bytes, bytes]) -> None:
+        with self.write() as txn:
+            for node_id, data in nodes.items():
+                txn.put(node_id, data, db=self.db["nodes"])
 
     # whole-index operations -------------------------------------------------------------------
 

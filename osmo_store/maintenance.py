@@ -45,7 +45,7 @@ def verify(chunks: ChunkStore, catalog: Catalog, log: DatasetLog, read_data: boo
         log.sync()
     except OsmoError as exc:
         problem(f"event log: {exc}")
-    chunks.refresh_packs()
+    chunks.refresh_packs(warn=False)  # verify reports unreadable packs as problems
     stored = set(chunks.blob.list(PACK_PREFIX))
     indexed = {pack_key(pid): size for pid, size, _ in chunks.index.packs()}
     report.packs = len(stored)
@@ -57,7 +57,7 @@ def verify(chunks: ChunkStore, catalog: Catalog, log: DatasetLog, read_data: boo
             report.versions += 1
             where = f"{ds['name']}:{rec['version']}"
             try:
-                for node_id, level, items in iter_nodes(chunks.get_tree, bytes.fromhex(rec["root"])):
+                for node_id, level, items in iter_nodes(chunks.read_chunk, bytes.fromhex(rec["root"])):
                     report.manifest_nodes += 1
                     if level != LEAF:
                         continue

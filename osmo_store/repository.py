@@ -103,6 +103,7 @@ class Repository:
         return repo
 
     def close(self) -> None:
+        self.chunks.flush_node_cache()
         self.index.close()
         self.blob.close()
 

@@ -212,3 +212,34 @@ def test_concurrent_tag_moves_from_many_processes_are_all_recorded(remote_url, t
     with Repository.open(remote_url, cache_dir=str(tmp_path / "reader")) as repo:
         dsid = repo.log.dataset_id("ds")
         assert repo.catalog.tags(dsid) == {"best": tag_events[-1]["version"]}  # the last move wins
+
+
+def test_listing_versions_again_fetches_no_manifest_node(remote_url, tmp_path, tiny_config):
+    """Manifest nodes read from a remote store are kept in the index: ``dataset list``, ``info`` and
+    ``diff`` read them once per client, also across processes (the cache is written at close), while
+    ``verify`` still reads them from the store."""
+    init_store(open_blob_store(remote_url), tiny_config)
+    with Repository(open_blob_store(remote_url), tiny_config, cache_dir=str(tmp_path / "first")) as first:
+        for seed in range(3):
+            _upload(first, tmp_path, "robot", seed)
+
+    def reads(repo, counting, work) -> int:
+        counting.requests.clear()
+        work(repo)
+        return counting.requests["get_range"]
+
+    def listing(repo):
+        repo.list_datasets()
+        repo.diff("robot:1", "robot:3")
+
+    counting = Counting(open_blob_store(remote_url))
+    with Repository(counting, tiny_config, cache_dir=str(tmp_path / "second")) as second:
+        assert reads(second, counting, listing) > 0  # a fresh client fetches the nodes once
+        assert reads(second, counting, listing) == 0  # and then never again
+        assert reads(second, counting, lambda r: r.verify()) > 0  # verify checks the store itself
+    counting = Counting(open_blob_store(remote_url))
+    with Repository(counting, tiny_config, cache_dir=str(tmp_path / "second")) as again:
+        assert reads(again, counting, listing) == 0  # a later process of the same client
+        dest = tmp_path / "out"
+        again.download("robot:3", str(dest))
+        assert snapshot(dest, mtimes=False) == snapshot(tmp_path / "src-robot-2", mtimes=False)

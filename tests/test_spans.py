@@ -32,11 +32,11 @@ def test_small_files_share_span_reads(uploaded, tmp_path, tiny_config):
         repo.log.sync()
         packs = repo.pack_count()
         repo.chunks.refresh_packs()  # this fresh client indexes the packs' footers first
-        nodes = len(repo.tree_shape("many"))  # manifest nodes: one range read each
+        assert len(repo.tree_shape("many")) > 1  # reads the manifest nodes, which the index then keeps
         metered.requests.clear()
         repo.download("many", str(tmp_path / "out"))
     assert snapshot(tmp_path / "out") == snapshot(src)
-    assert 0 < metered.requests["get_range"] - nodes <= packs < 300
+    assert 0 < metered.requests["get_range"] <= packs < 300  # span reads only: no node read again
 
 
 @pytest.mark.parametrize("budget", [1, 20_000])

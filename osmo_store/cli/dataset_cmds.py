@@ -68,7 +68,7 @@ def upload(state, target, paths, desc, metadata, label, include, exclude, worker
 @click.argument("dest", type=click.Path())
 @include_option
 @exclude_option
-@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Parallel file writers.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Threads writing files and reading the store (default: CPUs, or the store's concurrency option if larger).")
 @json_option
 @pass_state
 def download(state, source, dest, include, exclude, workers, as_json) -> None:

@@ -44,7 +44,10 @@ class DownloadResult:
 class Downloader:
     def __init__(self, chunks: ChunkStore, workers: int | None = None, progress: Progress | None = None) -> None:
         self.chunks = chunks
-        self.workers = workers or max(2, os.cpu_count() or 2)
+        # threads writing files, each fetching the pack spans its files need: as many as the CPUs, or as
+        # the requests a remote store should have in flight
+        remote = 0 if chunks.blob.local else chunks.blob.concurrency
+        self.workers = workers or max(2, os.cpu_count() or 2, remote)
         self.progress = progress or Progress()
 
     def run(self, root: bytes, dest: str, include: Sequence[str] = (), exclude: Sequence[str] = (),
