@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from osmo_run.local import procs
 from osmo_run.local.errors import RunnerError
 from osmo_run.local.settings import Settings
+from osmo_run.local.taskinit import USERNS_ENV
 
 SUBNET_PREFIX = "10.213"
 PREFIX_LEN = 16
 HOST_LOOPBACK = "127.0.0.1"
-USERNS_ENV = "OSMO_RUN_USERNS_PID"
 
 
 @dataclass(frozen=True)

@@ -47,25 +47,24 @@ class MeteredBlobStore(DelegatingBlobStore):
         self.bytes_out = 0  # written to the store
         self._lock = threading.Lock()
 
-    def _count(self, op: str | None, read: int = 0, written: int = 0) -> None:
-        """Count a request as it is made (failed ones too) and the bytes it moved."""
+    def _count(self, op: str, written: int = 0) -> None:
+        """Count a request as it is made (failed ones too) and the bytes it sends."""
         with self._lock:
-            if op is not None:
-                self.requests[op] += 1
-            self.bytes_in += read
+            self.requests[op] += 1
             self.bytes_out += written
+
+    def _received(self, data: bytes) -> bytes:
+        with self._lock:
+            self.bytes_in += len(data)
+        return data
 
     def get(self, key: str) -> bytes:
         self._count("get")
-        data = self.inner.get(key)
-        self._count(None, read=len(data))
-        return data
+        return self._received(self.inner.get(key))
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         self._count("get_range")
-        data = self.inner.get_range(key, offset, length)
-        self._count(None, read=len(data))
-        return data
+        return self._received(self.inner.get_range(key, offset, length))
 
     def put(self, key: str, data: bytes) -> None:
         self._count("put", written=len(data))

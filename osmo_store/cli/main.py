@@ -7,6 +7,7 @@ traceback only under ``--debug``.
 
 from __future__ import annotations
 
+import functools
 import sys
 import traceback
 
@@ -28,21 +29,18 @@ class OsmoGroup(click.Group):
     them. Those are imported only when asked for (or listed by ``--help``): every ``osmo dataset``
     command starts without loading the workflow runtime."""
 
+    @functools.cached_property
     def _plugins(self) -> dict:
-        plugins = getattr(self, "_plugin_points", None)
-        if plugins is None:
-            from importlib.metadata import entry_points
+        from importlib.metadata import entry_points
 
-            plugins = self._plugin_points = {ep.name: ep for ep in entry_points(group="osmo.commands")
-                                             if ep.name not in self.commands}
-        return plugins
+        return {ep.name: ep for ep in entry_points(group="osmo.commands") if ep.name not in self.commands}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(self.commands) | set(self._plugins()))
+        return sorted(set(self.commands) | set(self._plugins))
 
     def get_command(self, ctx: click.Context, name: str):
-        if name not in self.commands and name in self._plugins():
-            self.add_command(self._plugins()[name].load(), name)
+        if name not in self.commands and name in self._plugins:
+            self.add_command(self._plugins[name].load(), name)
         return self.commands.get(name)
 
     def invoke(self, ctx: click.Context):

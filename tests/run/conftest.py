@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.waiting import wait_for
+
 TERMINAL = {"COMPLETED", "FAILED", "FAILED_EXEC_TIMEOUT", "FAILED_QUEUE_TIMEOUT", "FAILED_CANCELED"}
 
 
@@ -91,6 +93,14 @@ class Osmo:
 
     def logs(self, workflow_id: str, task: str | None = None) -> str:
         return self("logs", workflow_id, *(["--task", task] if task else [])).out
+
+    def wait_log(self, workflow_id: str, text: str, task: str | None = None, timeout: float = 30) -> str:
+        """The logs once ``text`` appears in them (of ``task`` only, if given)."""
+        def seen() -> str | None:
+            out = self.logs(workflow_id, task)
+            return out if text in out else None
+
+        return wait_for(seen, timeout, f"{text!r} in the logs of {workflow_id}", interval=0.2)
 
     def processes(self) -> list[str]:
         """Command lines of every process whose environment mentions this test's folder (the

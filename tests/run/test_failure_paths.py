@@ -154,10 +154,7 @@ def test_cancel_leaves_no_process_behind(any_osmo, tmp_path):
             - {name: reader, image: u, command: [echo, never], inputs: [{task: lead}]}
         """)
     workflow_id = any_osmo.submit(spec, wait=False)
-    deadline = time.monotonic() + 30
-    while "started" not in any_osmo.logs(workflow_id, "lead"):
-        assert time.monotonic() < deadline, any_osmo.logs(workflow_id)
-        time.sleep(0.2)
+    any_osmo.wait_log(workflow_id, "started", "lead")
     info = any_osmo.query(workflow_id)
     assert info["status"] == "RUNNING"
     assert groups_of(info)["waiting"]["status"] == "SCHEDULING"
@@ -283,10 +280,7 @@ def test_killed_supervisor_shows_failed_with_reason(any_osmo, tmp_path):
           - {name: long, image: u, command: [sh, -c, "echo up; sleep 300 & sleep 301"]}
         """)
     workflow_id = any_osmo.submit(spec, wait=False)
-    deadline = time.monotonic() + 30
-    while "up" not in any_osmo.logs(workflow_id):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    any_osmo.wait_log(workflow_id, "up")
     pid = any_osmo.query(workflow_id)["supervisor_pid"]
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 15

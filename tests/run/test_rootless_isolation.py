@@ -112,6 +112,17 @@ def _submit_as_nobody(osmo: Osmo, spec: Path, stash: Path, timeout: float = 180,
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=os.getcwd())
 
 
+def _run_as_nobody(osmo: Osmo, workspace: Path, doc: dict, no_userns: bool = False) -> tuple[dict, str]:
+    """Submit the workflow ``doc`` as nobody and wait; its ``query`` and its logs."""
+    name = doc["workflow"]["name"]
+    spec = workspace / f"{name}.yaml"
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    spec.chmod(0o644)
+    done = _submit_as_nobody(osmo, spec, workspace / "stash", no_userns=no_userns)
+    assert done.returncode == 0, f"submit as nobody failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    return osmo.query(f"{name}-1"), osmo.logs(f"{name}-1")
+
+
 def _osmo(workspace: Path, isolation: str, **pool) -> Osmo:
     osmo = Osmo(workspace / "osmo", OSMO_ISOLATION=isolation)
     osmo.pool(grace_period="1s", **pool)
@@ -148,13 +159,7 @@ echo "peer says $(cat {{{{output}}}}/peer.txt)"
     lead = dict(task("alpha", "beta", "sleep 1\n"), lead=True)
     beta = task("beta", "alpha", "sleep 300\n")
     doc = {"workflow": {"name": "pods", "groups": [{"name": "pair", "tasks": [lead, beta]}]}}
-    spec = workspace / "pods.yaml"
-    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
-    spec.chmod(0o644)
-    done = _submit_as_nobody(osmo, spec, workspace / "stash")
-    assert done.returncode == 0, f"submit as nobody failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-    info = osmo.query("pods-1")
-    logs = osmo.logs("pods-1")
+    info, logs = _run_as_nobody(osmo, workspace, doc)
     assert info["status"] == "COMPLETED", logs
     assert info["isolation"].startswith("namespaces") and f"uid {NOBODY}" in info["isolation"], info["isolation"]
     tasks = tasks_of(info)
@@ -185,17 +190,11 @@ echo "peer says $(cat {{{{output}}}}/peer.txt)"
 def test_unprivileged_user_host_network_tasks_are_still_isolated(workspace):
     osmo = _osmo(workspace, "namespaces", network="host")
     tag = uuid.uuid4().hex[:8]
-    spec = workspace / "hostnet.yaml"
     script = (f"[ \"$(hostname)\" = solo ] && touch /tmp/private-{tag} && ls /tmp > {{{{output}}}}/tmp-view.txt && "
               f"cat /proc/self/uid_map > {{{{output}}}}/uid-map.txt && echo host is {{{{host:solo}}}}")
     doc = {"workflow": {"name": "hostnet", "groups": [{"name": "one", "tasks": [
         {"name": "solo", "image": "u", "command": ["sh", "-c", script]}]}]}}
-    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
-    spec.chmod(0o644)
-    done = _submit_as_nobody(osmo, spec, workspace / "stash")
-    assert done.returncode == 0, f"submit as nobody failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-    info = osmo.query("hostnet-1")
-    logs = osmo.logs("hostnet-1")
+    info, logs = _run_as_nobody(osmo, workspace, doc)
     assert info["status"] == "COMPLETED", logs
     assert "solo | host is 127.0.0.1" in logs  # the host's network
     out = Path(tasks_of(info)["solo"]["attempts"][0]["run_dir"]) / "data" / "output"
@@ -209,19 +208,13 @@ def test_unprivileged_user_host_network_tasks_are_still_isolated(workspace):
 def test_unprivileged_user_without_user_namespaces_gets_plain_processes(workspace):
     osmo = _osmo(workspace, "auto", lead_head_start=0)
     tag = uuid.uuid4().hex[:8]
-    spec = workspace / "plain.yaml"
     doc = {"workflow": {"name": "plain", "groups": [{"name": "pair", "tasks": [
         {"name": "server", "lead": True, "image": "u",
          "command": ["sh", "-c", f"echo peer is {{{{host:client}}}}; id -u > {{{{output}}}}/uid.txt; "
                                  f"touch /tmp/shared-{tag}"]},
         {"name": "client", "image": "u", "command": ["sh", "-c", "echo server is {{host:server}}; sleep 300"]}]}]}}
-    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
-    spec.chmod(0o644)
     try:
-        done = _submit_as_nobody(osmo, spec, workspace / "stash", no_userns=True)
-        assert done.returncode == 0, f"submit as nobody failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-        info = osmo.query("plain-1")
-        logs = osmo.logs("plain-1")
+        info, logs = _run_as_nobody(osmo, workspace, doc, no_userns=True)
         assert info["status"] == "COMPLETED", logs
         assert info["isolation"].startswith("plain host processes (not running as root, and unprivileged user "
                                             "namespaces do not work here"), info["isolation"]

@@ -49,10 +49,7 @@ def test_lead_end_sigkills_a_task_that_ignores_sigterm_and_downstream_waits(any_
             - {name: reader, image: u, command: [echo, read], inputs: [{task: boss}]}
         """)
     workflow_id = any_osmo.submit(spec, wait=False)
-    deadline = time.monotonic() + 30
-    while "worker ready" not in any_osmo.logs(workflow_id, "worker"):
-        assert time.monotonic() < deadline, any_osmo.logs(workflow_id)
-        time.sleep(0.2)
+    any_osmo.wait_log(workflow_id, "worker ready", "worker")
     running = any_osmo.query(workflow_id)
     assert running["status"] == "RUNNING"
     assert groups_of(running)["next"]["status"] == "WAITING"  # upstream not done yet
