@@ -202,15 +202,16 @@ def logs(workflow_id: str, task: str | None, follow: bool) -> None:
     """Print task logs: the command's stdout and stderr, sidecar lines ([osmo-sidecar]) and runner
     notices ([osmo]). Without --task every task's lines are prefixed with its name."""
     paths = service.log_paths(workflow_id, task)
+    secrets = service.log_secrets(workflow_id)  # masked again (they were masked as they were written)
     prefix = task is None
     if follow:
-        for name, line in task_logs.follow(paths, lambda: service.is_finished(workflow_id)):
+        for name, line in task_logs.follow(paths, lambda: service.is_finished(workflow_id), secrets=secrets):
             click.echo(f"{name} | {line}" if prefix else line)
             sys.stdout.flush()
         return
     live = {name: (attempt, pool) for name, attempt, pool in service.running_kube_attempts(workflow_id, task)}
     for name, path in paths.items():
-        text = task_logs.read(path)
+        text = task_logs.read(path, secrets)
         if name in live:  # a running pod on Kubernetes: what its containers have logged so far
             from osmo_run.kube.logs import live_logs
             text += live_logs(live[name][1], workflow_id, name, live[name][0])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,11 +25,13 @@ import zstandard
 from osmo_store import hashing
 from osmo_store.blob import BlobStore
 from osmo_store.config import StoreConfig
+from osmo_store.chunkcodec import decode_chunk  # noqa: F401  (callers read chunks through the store)
 from osmo_store.errors import IntegrityError, NotFoundError
 from osmo_store.index import ChunkLocation, LocalIndex
+from osmo_store.packcheck import PackCheck, check_pack
 from osmo_store.packs import (
     COMPRESSION_NONE, COMPRESSION_ZSTD, PACK_PREFIX, FooterTooShort, PackBuilder, PackEntry,
-    pack_id_from_key, pack_key, parse_pack, parse_tail,
+    pack_id_from_key, pack_key, parse_tail,
 )
 
 log = logging.getLogger("osmo.store")
@@ -41,27 +44,6 @@ WRITTEN_MEMORY = 1_000_000  # chunk ids an upload remembers having written (~100
 
 
 _local = threading.local()
-
-
-def _decompressor() -> zstandard.ZstdDecompressor:
-    d = getattr(_local, "zd", None)
-    if d is None:
-        d = _local.zd = zstandard.ZstdDecompressor()
-    return d
-
-
-def decode_chunk(chunk_id: bytes, stored: bytes, raw_length: int, compression: int, where: str) -> bytes:
-    """Turn stored bytes back into the chunk, verifying length and hash."""
-    if compression == COMPRESSION_ZSTD:
-        try:
-            raw = _decompressor().decompress(stored, max_output_size=raw_length)
-        except zstandard.ZstdError as exc:
-            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} in {where}: cannot decompress ({exc})") from None
-    else:
-        raw = bytes(stored)
-    if len(raw) != raw_length or hashing.digest(raw) != chunk_id:
-        raise IntegrityError(f"chunk {chunk_id.hex()[:16]} in {where}: content does not match its id")
-    return raw
 
 
 @dataclass
@@ -93,15 +75,25 @@ class ChunkStore:
             raise NotFoundError(f"chunk {chunk_id.hex()[:16]} is not in the store (run 'osmo store verify')")
         return loc
 
-    def locate_many(self, chunk_ids: Iterable[bytes]) -> list[tuple[bytes, ChunkLocation]]:
-        """Locations of many chunks, looked up in one index transaction."""
+    def locate_many(self, chunk_ids: Iterable[bytes], missing_ok: bool = False) -> list[tuple[bytes, ChunkLocation | None]]:
+        """Locations of many chunks, looked up in one index transaction (packs other clients wrote are
+        indexed once if some are unknown); ``missing_ok``: ``None`` for a chunk no pack holds."""
         with self.index.read() as txn:
             found = [(cid, self.index.chunk_location(cid, txn)) for cid in chunk_ids]
-        return [(cid, loc if loc is not None else self.locate(cid)) for cid, loc in found]
+        if any(loc is None for _, loc in found):
+            self.refresh_packs()
+        out = []
+        for cid, loc in found:
+            if loc is None:
+                loc = self.index.chunk_location(cid)
+            if loc is None and not missing_ok:
+                loc = self.locate(cid)  # raises, naming it
+            out.append((cid, loc))
+        return out
 
-    # manifest nodes ---------------------------------------------------------------------------
+    # reading chunks, past damage --------------------------------------------------------------
 
-    def _read(self, chunk_id: bytes, loc: ChunkLocation) -> tuple[bytes, bytes]:
+    def _read_at(self, chunk_id: bytes, loc: ChunkLocation) -> tuple[bytes, bytes]:
         """``(stored, raw)``: a chunk read with one range request, decoded and checked against its id."""
         key = pack_key(loc.pack_id)
         stored = self.blob.get_range(key, loc.offset, loc.stored_length)
@@ -109,13 +101,50 @@ class ChunkStore:
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} in {key}: pack is shorter than its index says")
         return stored, decode_chunk(chunk_id, stored, loc.raw_length, loc.compression, key)
 
-    def read_stored(self, chunk_id: bytes, loc: ChunkLocation) -> bytes:
-        """A chunk's bytes as stored (maybe compressed), checked against its id."""
-        return self._read(chunk_id, loc)[0]
+    def read_located(self, chunk_id: bytes, loc: ChunkLocation | None = None) -> tuple[ChunkLocation, bytes, bytes]:
+        """``(where, stored, raw)`` of a chunk, read at ``loc`` (default: its best location). A copy
+        that fails its check, or a pack gone from the store, is noted in the index (uploads then store
+        the chunk again) and the next known copy is read instead; the error is raised when none is left."""
+        loc = loc or self.locate(chunk_id)
+        tried: set[bytes] = set()
+        while True:
+            try:
+                try:
+                    stored, raw = self._read_at(chunk_id, loc)
+                except IntegrityError:
+                    stored, raw = self._read_at(chunk_id, loc)  # once more: a read cut short is not damage
+                if tried:
+                    log.warning(f"osmo: warning: chunk {chunk_id.hex()[:16]} was damaged or missing in "
+                                f"{len(tried)} pack(s) and was read from another copy (run 'osmo store repair')")
+                return loc, stored, raw
+            except IntegrityError as exc:
+                self.note_damaged(chunk_id, loc.pack_id, str(exc))
+                error: Exception = exc
+            except NotFoundError:
+                self.note_missing([loc.pack_id])
+                error = NotFoundError(f"chunk {chunk_id.hex()[:16]}: pack {pack_key(loc.pack_id)} is missing "
+                                      "from the store (run 'osmo store verify')")
+            tried.add(loc.pack_id)
+            others = [o for o in self.index.locations(chunk_id) if o.pack_id not in tried]
+            if not others:
+                raise error
+            loc = others[0]
+
+    def note_damaged(self, chunk_id: bytes, pack_id: bytes, reason: str) -> None:
+        """A copy of a chunk failed its check: reads go elsewhere, uploads store the chunk again."""
+        self.index.mark_damaged_chunk(chunk_id, pack_id, reason, time.time())
+
+    def note_missing(self, pack_ids: Iterable[bytes], found: Iterable[bytes] = ()) -> None:
+        self.index.set_missing_packs(pack_ids, found, time.time())
+
+    def read_stored(self, chunk_id: bytes, loc: ChunkLocation | None = None) -> tuple[ChunkLocation, bytes]:
+        """A chunk's bytes as stored (maybe compressed) and where they were read, checked against its id."""
+        where, stored, _ = self.read_located(chunk_id, loc)
+        return where, stored
 
     def read_chunk(self, chunk_id: bytes) -> bytes:
         """One chunk (or manifest node), read with a range request and verified."""
-        return self._read(chunk_id, self.locate(chunk_id))[1]
+        return self.read_located(chunk_id)[2]
 
     def unusable(self, chunk_ids: Iterable[bytes]) -> list[bytes]:
         """The chunks an upload may not reference: stored only in condemned packs, or not at all."""
@@ -124,7 +153,7 @@ class ChunkStore:
 
     def rescue(self, chunk_ids: Iterable[bytes]) -> int:
         """Copy chunks whose packs garbage collection condemned into new packs (an upload that
-        referenced them while the collector ran); returns the bytes written."""
+        referenced them while the collector ran, or a repair quarantined); returns the bytes written."""
         copier = PackCopier(self)
         for cid in chunk_ids:
             loc = self.index.chunk_location(cid)
@@ -134,10 +163,10 @@ class ChunkStore:
             try:
                 if loc is None:
                     raise NotFoundError(cid.hex())
-                stored = self.read_stored(cid, loc)
-            except NotFoundError:
-                raise NotFoundError(f"chunk {cid.hex()[:16]} was garbage-collected while this upload ran "
-                                    "(is 'osmo store gc --min-age' too short?); run the upload again") from None
+                loc, stored = self.read_stored(cid, loc)
+            except (NotFoundError, IntegrityError):
+                raise NotFoundError(f"chunk {cid.hex()[:16]} was removed (garbage-collected, or quarantined by "
+                                    "'osmo store repair') while this upload ran; run the upload again") from None
             copier.add(cid, stored, loc.raw_length, loc.compression)
         copier.flush()
         return copier.bytes_written
@@ -152,6 +181,9 @@ class ChunkStore:
             data = self._new_nodes.get(node_id)
         if data is None:
             data = self.index.cached_node(node_id)
+            if data is not None and hashing.digest(data) != node_id:  # a damaged cache: read the store
+                self.index.forget_node(node_id)
+                data = None
         if data is not None:
             return data
         data = self.read_chunk(node_id)
@@ -186,17 +218,20 @@ class ChunkStore:
             entries = parse_tail(tail, size, key)
         return pack_id, size, entries
 
-    def verify_pack(self, key: str) -> int:
-        """Read a whole pack: its name, footer and every chunk. Returns the number of chunks."""
-        data = self.blob.get(key)
-        pack_id = pack_id_from_key(key)
-        if hashing.digest(data) != pack_id:
-            raise IntegrityError(f"pack {key}: content does not match its name")
-        entries = parse_pack(data, key)
-        view = memoryview(data)
-        for e in entries:
-            decode_chunk(e.chunk_id, view[e.offset : e.offset + e.stored_length], e.raw_length, e.compression, key)
-        return len(entries)
+    def check_pack(self, key: str) -> PackCheck:
+        """Read a whole pack and check everything in it (``packcheck.py``); what it finds is noted in
+        the index: damaged chunks are read elsewhere, intact ones are cleared of earlier notes."""
+        try:
+            known = self.index.pack_entries(pack_id_from_key(key))
+        except IntegrityError:
+            known = None
+        check = check_pack(self.blob, key, known)
+        if check.pack_id is not None and not check.gone:
+            for cid in check.bad:
+                self.index.mark_damaged_chunk(cid, check.pack_id, f"chunk {cid.hex()[:16]} in {key} fails its check",
+                                              time.time())
+            self.index.clear_damaged_chunks(check.pack_id, (e.chunk_id for e in check.good))
+        return check
 
     def refresh_packs(self, warn: bool = True) -> int:
         """Index packs written by other clients since this index last looked; returns how many.
@@ -209,7 +244,9 @@ class ChunkStore:
             known = {pack_key(pid) for pid, _, _ in self.index.packs()}
             added = 0
             swept = {pid for pid, (_, gone, _) in self.index.condemned_packs().items() if gone}
-            for key in self.blob.list(PACK_PREFIX):
+            listed = set(self.blob.list(PACK_PREFIX))
+            self._note_listing(known, listed)
+            for key in sorted(listed):
                 if key in known:
                     continue
                 try:
@@ -225,6 +262,16 @@ class ChunkStore:
                 self.index.add_pack(pack_id, size, entries)
                 added += 1
             return added
+
+    def _note_listing(self, known: set[str], listed: set[str]) -> None:
+        """Packs this index knows that the store no longer lists are noted missing (their chunks are
+        stored again by the next upload); packs noted missing that are back are forgotten."""
+        marked = self.index.missing_packs()
+        gone = [pack_id_from_key(k) for k in known - listed]
+        gone = [p for p in gone if p not in marked]
+        back = [p for p in marked if pack_key(p) in listed]
+        if gone or back:
+            self.note_missing(gone, back)
 
     def writer(self) -> "PackWriter":
         return PackWriter(self)

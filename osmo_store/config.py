@@ -12,11 +12,14 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
+from osmo_store import hashing
 from osmo_store.errors import FormatVersionError, IntegrityError, UsageError
 
 FORMAT_NAME = "osmo-store"
 FORMAT_VERSION = 1
 CONFIG_KEY = "config"
+CONFIG_COPY_KEY = "config-copy"  # the same bytes: a damaged config is read from (and repaired by) its copy
+CHECK = "check"
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -80,14 +83,20 @@ class StoreConfig:
 
     def encode(self) -> bytes:
         doc = {"format": FORMAT_NAME, **asdict(self)}
-        return json.dumps(doc, sort_keys=True, indent=2).encode() + b"\n"
+        return json.dumps({**doc, CHECK: _check(doc)}, sort_keys=True, indent=2).encode() + b"\n"
 
     @classmethod
-    def decode(cls, data: bytes) -> "StoreConfig":
+    def decode(cls, data: bytes, key: str = CONFIG_KEY) -> "StoreConfig":
+        """Parse and validate a config; ``IntegrityError`` if it is damaged (its ``check``, the BLAKE3
+        of the rest, does not match: configs written before checks existed carry none)."""
         try:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise IntegrityError(f"store config is not valid JSON: {exc}") from None
+            raise IntegrityError(f"store {key} is not valid JSON: {exc}") from None
+        if isinstance(doc, dict) and CHECK in doc:
+            check = doc.pop(CHECK)
+            if check != _check(doc):
+                raise IntegrityError(f"store {key} is damaged: its check does not match its content")
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise FormatVersionError("this location does not hold an osmo store (config format field missing)")
         version = doc.get("version")
@@ -103,4 +112,10 @@ class StoreConfig:
                 "compression_level", "manifest_node_entries", "version")}
             return cls(chunker=chunker, **fields).validate()
         except (KeyError, TypeError) as exc:
-            raise IntegrityError(f"store config is malformed: {exc}") from None
+            raise IntegrityError(f"store {key} is malformed: {exc}") from None
+        except UsageError as exc:  # sizes no init would accept: the object was damaged
+            raise IntegrityError(f"store {key} is malformed: {exc}") from None
+
+
+def _check(doc: dict) -> str:
+    return hashing.digest(json.dumps(doc, sort_keys=True).encode())[:16].hex()

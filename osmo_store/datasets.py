@@ -11,6 +11,7 @@ nothing is ever overwritten. The local catalog is the fold of the log (``catalog
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -18,10 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from osmo_store.blob import BlobStore
-from osmo_store.catalog import Catalog
-from osmo_store.errors import AlreadyExistsError, NotFoundError, UsageError
+from osmo_store.catalog import Catalog, DamagedEvent
+from osmo_store.errors import AlreadyExistsError, IntegrityError, NotFoundError, UsageError
 from osmo_store.events import decode_event, encode_event
 from osmo_store.ids import LATEST, Ref, check_name, check_tag
+
+log = logging.getLogger("osmo.store")
 
 LOG_PREFIX = "log/"
 MAX_ATTEMPTS = 1000
@@ -37,6 +40,15 @@ def current_user() -> str:
         return getpass.getuser()
     except Exception:
         return "unknown"
+
+
+def _decoded(seq: int, data: bytes) -> dict | DamagedEvent:
+    """The event, or a ``DamagedEvent`` the fold records and skips (one bad object must not stop
+    every reader; ``osmo store repair`` quarantines it)."""
+    try:
+        return decode_event(log_key(seq), data)
+    except IntegrityError as exc:
+        return DamagedEvent(str(exc))
 
 
 class _NothingToDo(Exception):
@@ -64,6 +76,21 @@ class DatasetLog:
             if not batch:
                 return last
             last = self.catalog.apply_events(batch)
+            if self.catalog.needs_refold():
+                log.warning("osmo: note: a repair replaced an event this machine had read; "
+                            "folding the store's log again")
+                self.catalog.reset()
+                last = 0
+
+    def damage_note(self) -> str | None:
+        """A warning naming the log events that are damaged (skipped) until a repair quarantines them,
+        or None; the CLI prints it after a command that went through."""
+        damaged = sorted(seq for seq, (state, _) in self.catalog.damaged_events().items() if state == "damaged")
+        if not damaged:
+            return None
+        keys = ", ".join(log_key(seq) for seq in damaged[:3]) + (" ..." if len(damaged) > 3 else "")
+        return (f"osmo: warning: {len(damaged)} damaged event(s) in the store's log ({keys}) are skipped; "
+                "run 'osmo store verify' and 'osmo store repair'")
 
     def _get_event(self, seq: int) -> bytes | None:
         try:
@@ -83,7 +110,7 @@ class DatasetLog:
             for s, data in zip(seqs, found):
                 if data is None:
                     return batch
-                batch.append((s, decode_event(log_key(s), data)))
+                batch.append((s, _decoded(s, data)))
             seq += window
             window = min(window * 2, width * 4, SYNC_BATCH) if width > 1 else 1
         return batch
@@ -112,19 +139,51 @@ class DatasetLog:
 
     # resolution -------------------------------------------------------------------------------
 
-    def dataset_id(self, name: str) -> str:
+    def dataset_id(self, name: str, ref: Ref | None = None) -> str:
+        """The id of the dataset called ``name`` now. A name given up by a rename is not found, and
+        the error names the reference that resolves now (``ref``, or the bare name, under the new
+        name); a name taken again by another dataset means that one."""
         dsid = self.catalog.dataset_id(check_name(name))
         if dsid is None:
-            raise NotFoundError(f"dataset {name!r} does not exist")
+            former = self.catalog.renamed(name)
+            if former is None:
+                raise NotFoundError(f"dataset {name!r} does not exist")
+            now = former[1]["name"]
+            if former[1].get("deleted"):
+                raise NotFoundError(f"dataset {name!r} does not exist (it was renamed to {now!r}, since deleted)")
+            use = Ref(now, ref.tag, ref.version) if ref is not None else Ref(now)
+            raise NotFoundError(f"dataset {name!r} was renamed to {now!r}: use {use}")
         return dsid
+
+    def renamed_to(self, name: str) -> str | None:
+        """The name now of a live dataset that was called ``name`` before a rename, when no dataset
+        holds ``name`` now (an upload under it would start a new dataset)."""
+        former = self.catalog.renamed(name) if self.catalog.dataset_id(name) is None else None
+        return None if former is None or former[1].get("deleted") else former[1]["name"]
+
+    def _former_hint(self, ref: Ref, dsid: str) -> str:
+        """For a reference that misses in the dataset holding its name now: where a former dataset of
+        that name (renamed away before the name was taken again) went."""
+        former = self.catalog.renamed(ref.name)
+        if former is None or former[0] == dsid or former[1].get("deleted"):
+            return ""
+        if ref.version is not None:
+            rec = self.catalog.version(former[0], ref.version)
+            if rec is None or rec["deleted"]:
+                return ""
+        elif ref.tag not in self.catalog.tags(former[0]):
+            return ""
+        now = former[1]["name"]
+        return f" (the former dataset {ref.name!r} was renamed to {now!r}: use {Ref(now, ref.tag, ref.version)})"
 
     def resolve(self, ref: Ref) -> tuple[str, dict]:
         """The dataset id and live version record a reference points to."""
-        dsid = self.dataset_id(ref.name)
+        dsid = self.dataset_id(ref.name, ref)
         if ref.version is not None:
             rec = self.catalog.version(dsid, ref.version)
             if rec is None:
-                raise NotFoundError(f"{ref}: dataset {ref.name!r} has no version {ref.version}")
+                raise NotFoundError(f"{ref}: dataset {ref.name!r} has no version {ref.version}"
+                                    f"{self._former_hint(ref, dsid)}")
             if rec["deleted"]:
                 raise NotFoundError(f"{ref}: version {ref.version} of {ref.name!r} was deleted")
             return dsid, rec
@@ -135,7 +194,7 @@ class DatasetLog:
             return dsid, live[-1]
         version = self.catalog.tags(dsid).get(ref.tag)
         if version is None:
-            raise NotFoundError(f"{ref}: dataset {ref.name!r} has no tag {ref.tag!r}")
+            raise NotFoundError(f"{ref}: dataset {ref.name!r} has no tag {ref.tag!r}{self._former_hint(ref, dsid)}")
         return dsid, self.catalog.version(dsid, version)
 
     # changes ----------------------------------------------------------------------------------

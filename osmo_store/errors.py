@@ -63,6 +63,17 @@ class TransientBackendError(BackendError):
     """
 
 
+class IndexDamagedError(BackendError):
+    """The local index (a cache) cannot be read or holds a value that fails its check. Callers
+    rebuild it from the store; it reaches the user only if it happens in the middle of a command."""
+
+
+class SourceChangedError(OsmoError):
+    """A file being uploaded kept changing (or vanished) while it was read; nothing was committed."""
+
+    exit_code = 9
+
+
 class Interrupted(OsmoError):
     """The user interrupted the operation (Ctrl-C); nothing partial became visible."""
 

@@ -28,7 +28,7 @@ from osmo_store.blob import ObjectInfo
 from osmo_store.catalog import Catalog
 from osmo_store.chunkstore import ChunkStore, PackCopier, decode_chunk
 from osmo_store.datasets import DatasetLog
-from osmo_store.errors import IntegrityError, OsmoError
+from osmo_store.errors import IntegrityError, NotFoundError, OsmoError
 from osmo_store.manifest import LEAF, decode_node
 from osmo_store.packs import PACK_PREFIX, PackEntry, pack_id_from_key, pack_key
 
@@ -180,7 +180,22 @@ class Collector:
             # only packs whose live chunks are copied keep their entries: memory is per live chunk
             verdicts.append(PackVerdict(pack_id, info.size, action, homed if action in ("sweep", "repack") else [],
                                         dead, len(homed)))
+        self._skip_copies_kept_elsewhere(verdicts)
         return verdicts
+
+    def _skip_copies_kept_elsewhere(self, verdicts: list[PackVerdict]) -> None:
+        """A repack copies only the chunks no staying pack holds too (a collection killed after its
+        copies, or two writers, leave such duplicates): copying them again would leave a new pack
+        that the next collection finds redundant, so one run would not reach a state the next keeps."""
+        leaving = {v.pack_id for v in verdicts if v.action in ("condemn", "repack", "waiting", "sweep", "resweep")}
+        with self.index.read() as txn:
+            def kept_elsewhere(chunk_id: bytes) -> bool:
+                return any(self.index.pack_state(loc.pack_id, txn) == "live"
+                           for loc in self.index.intact_locations(chunk_id, txn, excluding=leaving))
+
+            for v in verdicts:
+                if v.action == "repack" and v.live:
+                    v.live = [e for e in v.live if not kept_elsewhere(e.chunk_id)]
 
     def judge(self, size: int, live_count: int, dead: int, condemned_at: float | None, age: float,
               now: float) -> str:
@@ -245,7 +260,12 @@ class Collector:
             stats = GcStats(dry_run=dry_run)
             self.log.sync()
             marker = Marker(self.chunks, self.catalog)
-            marker.mark_all()
+            try:
+                marker.mark_all()
+            except (NotFoundError, IntegrityError) as exc:
+                raise IntegrityError(f"garbage collection needs every live version readable, and one is not ({exc}); "
+                                     "see 'osmo store verify', then 'osmo store repair', and upload that data "
+                                     "again or delete the damaged version") from None
             verdicts = self.plan(marker.live, stats)
             stats.live_versions = marker.versions
             stats.live_chunks = len(marker.live)
@@ -314,8 +334,8 @@ class Collector:
                 needy = set(self.chunks.unusable(needy))
             for e in v.live:
                 if e.chunk_id in needy:
-                    copier.add(e.chunk_id, self.chunks.read_stored(e.chunk_id, self.index.chunk_location(e.chunk_id)),
-                               e.raw_length, e.compression)
+                    where, stored = self.chunks.read_stored(e.chunk_id, self.index.chunk_location(e.chunk_id))
+                    copier.add(e.chunk_id, stored, where.raw_length, where.compression)
 
     def _commit(self, marker: Marker, gc_seen: int, condemn: list[bytes], sweep: list[bytes],
                 copier: PackCopier) -> tuple[int, dict]:

@@ -7,28 +7,37 @@ store's id), creates the default store on first use, and wires the layers togeth
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from osmo_store.blob import BlobStore, open_blob_store
+from osmo_store.blob import BlobStore, LocalBlobStore, open_blob_store
 from osmo_store.catalog import Catalog
 from osmo_store.chunkstore import ChunkStore
-from osmo_store.config import CONFIG_KEY, StoreConfig
+from osmo_store.config import CONFIG_COPY_KEY, CONFIG_KEY, StoreConfig
+from osmo_store.damage import DamageFinder
 from osmo_store.datasets import DatasetLog
-from osmo_store.errors import AlreadyExistsError, NotFoundError
+from osmo_store.errors import (AlreadyExistsError, FormatVersionError, IndexDamagedError, IntegrityError,
+                               NotFoundError, UsageError)
 from osmo_store.ids import Ref, parse_ref
 from osmo_store.index import LocalIndex
 from osmo_store import maintenance
 from osmo_store.gc import DEFAULT_REPACK_THRESHOLD, Collector, GcOptions, GcStats
 from osmo_store.manifest import FileEntry, diff_trees, iter_entries, iter_nodes
 from osmo_store.transfer.download import DownloadResult, Downloader
+from osmo_store.transfer.overlap import ProtectedFolders
 from osmo_store.transfer.progress import Progress
+from osmo_store.repair import RepairReport, Repairer
 from osmo_store.retention import RetentionPolicy, decide
 from osmo_store.transfer.upload import UploadRequest, UploadResult, Uploader
 from osmo_store.usage import UsageScan
 from osmo_store.userconfig import StoreLocation, UserConfig
+
+log = logging.getLogger("osmo.store")
 
 
 def default_store_url() -> str:
@@ -60,13 +69,64 @@ def open_store_blob(spec: str | None) -> BlobStore:
 
 
 def init_store(blob: BlobStore, config: StoreConfig | None = None) -> StoreConfig:
-    """Write a new store's config exclusively; refuses if one exists."""
+    """Write a new store's config exclusively (and its copy); refuses if one exists."""
     config = (config or StoreConfig()).validate()
     try:
         blob.create(CONFIG_KEY, config.encode())
     except AlreadyExistsError:
         raise AlreadyExistsError(f"{blob.url} already holds an osmo store") from None
+    blob.put(CONFIG_COPY_KEY, config.encode())
     return config
+
+
+def read_config(blob: BlobStore) -> StoreConfig:
+    """The store's config; when it is damaged or missing, its copy, with a warning (``osmo store
+    repair`` writes it back). ``NotFoundError`` when neither is there."""
+    try:
+        return StoreConfig.decode(blob.get(CONFIG_KEY))
+    except (IntegrityError, NotFoundError, FormatVersionError) as exc:
+        try:
+            config = StoreConfig.decode(blob.get(CONFIG_COPY_KEY), CONFIG_COPY_KEY)
+        except (IntegrityError, NotFoundError, FormatVersionError):
+            raise exc from None
+        what = "missing" if isinstance(exc, NotFoundError) else f"damaged ({exc})"
+        log.warning(f"osmo: warning: the store's config is {what}; using {CONFIG_COPY_KEY} "
+                    "(run 'osmo store repair')")
+        return config
+
+
+def open_index(path: str) -> LocalIndex:
+    """The local index at ``path``; one that is damaged (or written by another osmo version) is
+    deleted and started again, with one line saying so: it is a cache, rebuilt from the store as
+    commands need it. Where it cannot be deleted, a temporary index serves this process."""
+    try:
+        return LocalIndex(path)
+    except IndexDamagedError as exc:
+        log.warning(f"osmo: note: {exc}; rebuilding it from the store")
+    try:
+        remove_index(path)
+        return LocalIndex(path)
+    except (OSError, IndexDamagedError) as exc:
+        temporary = tempfile.mkdtemp(prefix="osmo-index-")
+        log.warning(f"osmo: note: cannot replace the local index at {path} ({exc}); "
+                    f"using a temporary one in {temporary}")
+        index = LocalIndex(temporary)
+        index.temporary = True  # removed when the repository closes
+        return index
+
+
+def remove_index(path: str) -> None:
+    """Delete an index folder (the files an index holds, then the folder), or what took its place."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        os.unlink(path)
+        return
+    for name in os.listdir(path):
+        full = os.path.join(path, name)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full)
+        else:
+            os.unlink(full)
+    os.rmdir(path)
 
 
 class Repository:
@@ -76,7 +136,7 @@ class Repository:
         self.config = config
         self.clock = clock
         index_path = os.path.join(cache_dir or default_cache_dir(), "index", config.store_id)
-        self.index = LocalIndex(index_path)
+        self.index = open_index(index_path)
         self.catalog = Catalog(self.index)
         self.log = DatasetLog(blob, self.catalog, clock)
         self.chunks = ChunkStore(blob, self.index, config)
@@ -90,7 +150,7 @@ class Repository:
         create = create or create_default
         blob = open_blob_store(location.url, location.options)
         try:
-            stored = StoreConfig.decode(blob.get(CONFIG_KEY))
+            stored = read_config(blob)
         except NotFoundError:
             if not create:
                 raise NotFoundError(f"no osmo store at {blob.url} (create one with 'osmo store init')") from None
@@ -103,9 +163,25 @@ class Repository:
         return repo
 
     def close(self) -> None:
-        self.chunks.flush_node_cache()
+        try:
+            self.chunks.flush_node_cache()
+        except IndexDamagedError:
+            pass  # a cache: the nodes are read again next time
         self.index.close()
+        if getattr(self.index, "temporary", False):
+            shutil.rmtree(self.index.path, ignore_errors=True)
         self.blob.close()
+
+    def discard_index(self) -> str:
+        """Close and delete the local index (found damaged in the middle of a command); the next
+        command rebuilds it. Returns its path."""
+        path = self.index.path
+        self.index.close()
+        try:
+            remove_index(path)
+        except OSError:
+            pass
+        return path
 
     def __enter__(self) -> "Repository":
         return self
@@ -117,16 +193,26 @@ class Repository:
 
     def upload(self, req: UploadRequest, progress: Progress | None = None,
                workers: int | None = None) -> UploadResult:
-        uploader = Uploader(self.chunks, self.index, self.catalog, self.log, workers, progress)
+        uploader = Uploader(self.chunks, self.index, self.catalog, self.log, workers, progress, self.protected())
         return uploader.run(req)
 
     def download(self, ref: str | Ref, dest: str, include: Sequence[str] = (), exclude: Sequence[str] = (),
                  progress: Progress | None = None, workers: int | None = None) -> tuple[dict, DownloadResult]:
         ref = parse_ref(ref) if isinstance(ref, str) else ref
+        if not dest.strip():
+            raise UsageError(f"download destination {dest!r} is empty: give a folder")
+        protected = self.protected()
+        protected.check(dest, "download destination")
         _, rec = self.log.resolve(ref)
-        result = Downloader(self.chunks, workers, progress).run(
+        result = Downloader(self.chunks, workers, progress, protected).run(
             bytes.fromhex(rec["root"]), dest, include, exclude, label=f"{ref.name}:{rec['version']}")
         return rec, result
+
+    def protected(self) -> ProtectedFolders:
+        """osmo's own folders on this machine, which no upload reads and no download writes: a local
+        store's folder and this store's local index (transfer/overlap.py)."""
+        folders = [("the store", self.blob.root)] if isinstance(self.blob, LocalBlobStore) else []
+        return ProtectedFolders(folders + [("osmo's local index", self.index.path)])
 
     def entries(self, ref: str | Ref) -> tuple[dict, list[FileEntry]]:
         ref = parse_ref(ref) if isinstance(ref, str) else ref
@@ -158,8 +244,12 @@ class Repository:
             live[-1]["tags"] = sorted(live[-1]["tags"] + ["latest"])
         usage = next(d for d in self.usage(with_unique=True).datasets if d.dsid == dsid)
         figures = {v.record["version"]: v.figures() for v in usage.versions}
+        finder = DamageFinder(self.chunks)
         for v in live:
             v["usage"] = figures[v["version"]]
+            if v["usage"].get("damaged"):
+                v["status"] = "damaged"
+                v["damage"] = finder.version(ds["name"], v).to_json()
         return {"name": ds["name"], "created": ds["created"], "labels": ds["labels"],
                 "versions": versions, "tags": tags, "usage": usage.figures()}
 
@@ -241,6 +331,11 @@ class Repository:
 
     def stats(self) -> dict:
         return maintenance.stats(self.chunks, self.catalog)
+
+    def repair(self, dry_run: bool = False,
+               progress: Callable[[str, int], Callable[[], None]] | None = None) -> RepairReport:
+        """Quarantine damaged objects, salvage what is intact, report what is lost (osmo_store/repair.py)."""
+        return Repairer(self.chunks, self.catalog, self.log, self.clock, progress).run(dry_run)
 
     def gc(self, options: GcOptions = GcOptions(), dry_run: bool = False,
            progress: Callable[[str, int], Callable[[], None]] | None = None) -> GcStats:

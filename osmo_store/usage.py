@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from osmo_store.catalog import Catalog
 from osmo_store.chunkstore import ChunkStore
 from osmo_store.datasets import DatasetLog
+from osmo_store.errors import IntegrityError, NotFoundError, UnsafePathError
 from osmo_store.gc import Collector, GcOptions, GcStats, Marker, PackVerdict
 from osmo_store.manifest import diff_trees
 from osmo_store.packlayout import PackLayout, Segment
@@ -52,13 +53,22 @@ class Usage:
     owned_bytes: int = 0  # stored bytes of the chunks and nodes nothing else references
     unique_chunks: int = 0  # how many those are
     shared_bytes: int = 0  # of stored_bytes: chunks other datasets reference too
+    lost_chunks: int = 0  # referenced chunks and nodes with no copy known to be intact (damage)
+    unreadable: str | None = None  # why (part of) a manifest cannot be read: its figures are unknown
+    unique_unknown: bool = False  # a sibling version cannot be read: what deleting this frees is unknown
 
     def figures(self) -> dict:
+        if self.unreadable:  # what cannot be computed is unknown, never a wrong number
+            return {"logical_bytes": self.logical_bytes, "stored_bytes": None, "unique_bytes": None,
+                    "owned_bytes": None, "shared_bytes": None, "dedup_ratio": None, "compression_ratio": None,
+                    "damaged": True, "unreadable": self.unreadable}
         return {"logical_bytes": self.logical_bytes, "stored_bytes": self.stored_bytes,
-                "unique_bytes": self.unique_bytes, "owned_bytes": self.owned_bytes,
+                "unique_bytes": None if self.unique_unknown else self.unique_bytes,
+                "owned_bytes": None if self.unique_unknown else self.owned_bytes,
                 "shared_bytes": self.shared_bytes,
                 "dedup_ratio": ratio(self.logical_bytes, self.data_raw),
-                "compression_ratio": ratio(self.data_raw, self.data_stored)}
+                "compression_ratio": ratio(self.data_raw, self.data_stored),
+                **({"damaged": True, "lost_chunks": self.lost_chunks} if self.lost_chunks else {})}
 
 
 @dataclass
@@ -74,12 +84,16 @@ class DatasetUsage(Usage):
 
 
 class VersionWalk:
-    """The chunk and node ids entering and leaving as a dataset's versions are walked in order."""
+    """The chunk and node ids entering and leaving as a dataset's versions are walked in order.
+
+    A version whose manifest cannot be read (a node missing or damaged) is skipped: it yields no
+    change, the next version is compared with the one before it, and ``unreadable`` says why."""
 
     def __init__(self, load: Callable[[bytes], bytes], records: list[dict]) -> None:
         self.load = load
         self.records = records
         self.counts: dict[bytes, int] = {}  # references from the current version
+        self.unreadable: dict[int, str] = {}  # version index -> why its manifest cannot be read
 
     def __iter__(self) -> Iterator[tuple[int, list[tuple[bytes, bool]], list[bytes]]]:
         """Yield ``(i, entered, left)`` per version: ``entered`` as ``(id, is_node)`` pairs."""
@@ -92,11 +106,17 @@ class VersionWalk:
                 c = change.setdefault(cid, [0, is_node])
                 c[0] += delta
 
-            for old, new in diff_trees(self.load, prev, root, lambda side, nid: note(nid, 1 if side else -1, True)):
-                for entry, delta in ((old, -1), (new, 1)):
-                    if entry is not None:
-                        for cid, _ in entry.chunks:
-                            note(cid, delta, False)
+            try:
+                for old, new in diff_trees(self.load, prev, root,
+                                           lambda side, nid: note(nid, 1 if side else -1, True)):
+                    for entry, delta in ((old, -1), (new, 1)):
+                        if entry is not None:
+                            for cid, _ in entry.chunks:
+                                note(cid, delta, False)
+            except (NotFoundError, IntegrityError, UnsafePathError) as exc:
+                self.unreadable[i] = str(exc)
+                yield i, [], []
+                continue
             entered, left = [], []
             for cid, (delta, is_node) in change.items():
                 if not delta:
@@ -130,6 +150,9 @@ class UsageScan:
         self.owner: dict[bytes, tuple[int, int]] = {}  # id -> (version number or MULTI, dataset index or MULTI)
         self.datasets: list[DatasetUsage] = []
         self.missing = 0  # referenced ids the index does not know (verify reports them)
+        self.unreadable = 0  # live versions whose manifest cannot be read: some figures are unknown
+        self._refreshed = False
+        self._damage_noted = bool(chunks.index.missing_packs() or chunks.index.damaged_chunks())
         self.verdicts: dict[bytes, PackVerdict] = {}  # gc's plan at min-age 0, pack by pack
         self.repacks: dict[bytes, Segment] = {}  # packs that plan repacks, with their live chunks
         self.written = 0  # bytes of the packs those repacks write
@@ -151,31 +174,42 @@ class UsageScan:
             self._unique()
         return self.datasets
 
-    def _sizes(self, cid: bytes, txn: object) -> tuple[int, int]:
+    def _sizes(self, cid: bytes, txn: object) -> tuple[int, int, bool]:
+        """``(stored, raw, lost)`` of a referenced chunk or node."""
         loc = self.index.chunk_location(cid, txn)
+        if loc is None and not self._refreshed:  # written by another client since this one looked
+            self._refreshed = True
+            self.chunks.refresh_packs()
+            self._damage_noted = bool(self.index.missing_packs() or self.index.damaged_chunks())
+        if loc is None:
+            loc = self.index.chunk_location(cid)
         if loc is None:
             self.missing += 1
-            return 0, 0
-        return loc.stored_length, loc.raw_length
+            return 0, 0, True
+        lost = self._damage_noted and self.index.lost(cid, txn)
+        return loc.stored_length, loc.raw_length, lost
 
     def _walk(self, ds_index: int, name: str, records: list[dict]) -> DatasetUsage:
         ds = DatasetUsage(name=name)
         present: dict[bytes, list] = {}  # id -> [version index its current run began at, stored, raw, is_node]
         runs: dict[bytes, int] = {}  # id -> the one version number referencing it so far, or MULTI
-        stored = data_raw = data_stored = 0
+        stored = data_raw = data_stored = lost = 0
+        walk = VersionWalk(self.chunks.get_tree, records)
         with self.index.read() as txn:
-            for i, entered, left in VersionWalk(self.chunks.get_tree, records):
+            for i, entered, left in walk:
                 for cid in left:
-                    first, s, r, is_node = present.pop(cid)
+                    first, s, r, is_node, gone = present.pop(cid)
                     if i - first >= 2:
                         runs[cid] = MULTI
                     stored -= s
+                    lost -= gone
                     if not is_node:
                         data_raw, data_stored = data_raw - r, data_stored - s
                 for cid, is_node in entered:
-                    s, r = self._sizes(cid, txn)
-                    present[cid] = [i, s, r, is_node]
+                    s, r, gone = self._sizes(cid, txn)
+                    present[cid] = [i, s, r, is_node, gone]
                     stored += s
+                    lost += gone
                     if not is_node:
                         data_raw, data_stored = data_raw + r, data_stored + s
                     if cid in runs:  # back after an absence: a second version references it
@@ -187,8 +221,14 @@ class UsageScan:
                             ds.data_raw, ds.data_stored = ds.data_raw + r, ds.data_stored + s
                 rec = records[i]
                 ds.versions.append(VersionUsage(logical_bytes=rec["logical_bytes"], stored_bytes=stored,
-                                                data_raw=data_raw, data_stored=data_stored, record=rec))
+                                                data_raw=data_raw, data_stored=data_stored, record=rec,
+                                                lost_chunks=lost, unreadable=walk.unreadable.get(i)))
                 ds.logical_bytes += rec["logical_bytes"]
+        if walk.unreadable:
+            self.unreadable += len(walk.unreadable)
+            ds.unreadable = f"{len(walk.unreadable)} version(s) cannot be read"
+            for v in ds.versions:
+                v.unique_unknown = True
         for cid, (first, *_) in present.items():
             if len(records) - first >= 2:
                 runs[cid] = MULTI
@@ -315,9 +355,13 @@ class UsageScan:
             objects += 1
             object_bytes += info.size
         target = self.chunks.config.pack_target_size
+        unknown = self.unreadable > 0  # chunks only an unreadable manifest references look dead: unknown
+        damaged = sum(1 for ds in self.datasets for v in ds.versions if v.unreadable or v.lost_chunks)
         return {
-            "url": url, "stored_bytes": stored, "live_bytes": live, "dead_bytes": self.baseline_freed,
-            "unreclaimed_bytes": stored - live - self.baseline_freed,
+            "url": url, "stored_bytes": stored, "live_bytes": None if unknown else live,
+            "dead_bytes": None if unknown else self.baseline_freed,
+            "unreclaimed_bytes": None if unknown else stored - live - self.baseline_freed,
+            "damaged_versions": damaged,
             "logical_bytes": sum(ds.logical_bytes for ds in self.datasets),
             "datasets": len(self.datasets), "versions": sum(len(ds.versions) for ds in self.datasets),
             "packs": len(self.verdicts), "chunks": self.index.counts()["chunks"], "live_chunks": len(self.owner),

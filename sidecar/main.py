@@ -7,6 +7,8 @@ move data, write ``DIR/status/download.json`` or ``DIR/status/upload.json`` and 
 or malformed; a failing status is written too when the run directory allows it). ``exec`` runs the task
 command, writes ``DIR/status/exit_code`` and exits with the command's code. ``upload --wait`` first
 waits for that file (``wait.py``): the upload container of a Kubernetes pod runs beside the task.
+``check-store [--store SPEC]`` exits 0 when tasks will be able to use the store and 1 with a line
+naming it when it is missing or cannot be written (``osmo workflow submit`` runs it first).
 
 Every line the sidecar itself prints starts with ``[osmo-sidecar] ``.
 """
@@ -152,6 +154,21 @@ def exec_(run_dir: str, command: tuple[str, ...]) -> None:
     from sidecar.execute import run_command
 
     sys.exit(run_command(RunDir(os.path.abspath(run_dir)), command))
+
+
+@cli.command(name="check-store")
+@click.option("--store", "store", default=None, metavar="NAME|URL|PATH",
+              help="The store to check (default: $OSMO_STORE, the configured default store, else the "
+                   "per-user store, which is created).")
+def check_store_(store: str | None) -> None:
+    """Check that the store exists and can be written: exit 0, or 1 with one line naming it."""
+    from sidecar.store import check_store
+
+    try:
+        say(check_store(store))
+    except DataError as exc:
+        say(str(exc))
+        sys.exit(SIDECAR_DATA_FAILED)
 
 
 def main(argv: list[str] | None = None) -> None:

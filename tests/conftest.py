@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -64,6 +66,7 @@ class Cli:
     """Runs ``osmo`` as a user would: a separate process, a store folder and a private cache."""
 
     def __init__(self, tmp_path) -> None:
+        self.root = Path(tmp_path)
         self.store = str(tmp_path / "store")
         self.env = {**os.environ, "OSMO_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"}
         self.env.pop("OSMO_STORE", None)
@@ -81,6 +84,20 @@ class Cli:
     def init_tiny(self) -> None:
         self("store", "init", "--chunk-min", "256", "--chunk-avg", "1024", "--chunk-max", "4096",
              "--pack-size", "16384")
+
+    @classmethod
+    def tiny(cls, tmp_path_factory, name: str) -> "Cli":
+        """A client of a new store with tiny chunks and packs, in a folder of its own (module fixtures)."""
+        cli = cls(tmp_path_factory.mktemp(name))
+        cli.init_tiny()
+        return cli
+
+    def copy_of(self, template: dict) -> dict:
+        """Make this client's store and cache copies of a template's (``store``, ``cache`` keys), so a
+        test may damage them; returns the template."""
+        shutil.copytree(template["store"], self.store)
+        shutil.copytree(template["cache"], self.env["OSMO_CACHE_DIR"])
+        return template
 
 
 @pytest.fixture

@@ -537,12 +537,14 @@ def test_upload_of_a_missing_path_exits_2_naming_it(shared, tmp_path):
 
 
 def test_future_store_format_exits_7(cli, tmp_path, populated):
-    config_path = os.path.join(cli.store, "config")
-    with open(config_path) as f:
-        config = json.load(f)
-    config["version"] = 99
-    with open(config_path, "w") as f:
-        json.dump(config, f)
+    for key in ("config", "config-copy"):  # a newer osmo writes both
+        config_path = os.path.join(cli.store, key)
+        with open(config_path) as f:
+            config = json.load(f)
+        config["version"] = 99
+        config.pop("check")
+        with open(config_path, "w") as f:
+            json.dump(config, f)
     for args in (("dataset", "list"), ("store", "verify"), ("dataset", "upload", "ds", str(populated)),
                  ("dataset", "download", "ds", str(tmp_path / "out"))):
         assert_error(cli(*args, check=False), 7, "format version", "99")

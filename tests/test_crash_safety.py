@@ -6,7 +6,6 @@ same upload must succeed, reuse what was already stored and download byte-exact.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import signal
@@ -17,6 +16,7 @@ import time
 import pytest
 
 from conftest import Cli
+from helpers.disks import tmpfs
 from helpers.trees import snapshot, tree_bytes, write_file
 
 PACK_SIZE = 1024 * 1024
@@ -198,21 +198,6 @@ def test_upload_failing_mid_way_leaves_no_version(cli, tmp_path):
     cli("dataset", "download", "ds", str(tmp_path / "out"))
     assert snapshot(tmp_path / "out") == expected
     assert cli("store", "verify", "--read-data").code == 0
-
-
-@contextlib.contextmanager
-def tmpfs(path, size: str):
-    """A tmpfs of ``size`` mounted at ``path`` (needs root); skips the test with the reason if refused."""
-    path.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for the full-disk test (needs root with CAP_SYS_ADMIN): "
-                    f"{proc.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 @pytest.fixture

@@ -10,19 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 
 import pytest
 
 from conftest import Cli
+from helpers.storefiles import find_chunk, pack_name
 from helpers.trees import snapshot, write_file
 from osmo_store.blob import LocalBlobStore
 from osmo_store.packs import COMPRESSION_NONE, PackBuilder, pack_key
 from osmo_store.datasets import encode_event, log_key
 from osmo_store.hashing import digest
 from osmo_store.manifest import LEAF, FileEntry, encode_node
-from osmo_store.packs import pack_key, parse_pack
 from osmo_store.repository import Repository
 
 
@@ -53,9 +52,8 @@ def no_part_files(root) -> bool:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """A tiny store holding ``ds:1`` (victim.bin = A) and ``ds:2`` (victim.bin = B, the rest equal)."""
-    root = tmp_path_factory.mktemp("template")
-    cli = Cli(root)
-    cli.init_tiny()
+    cli = Cli.tiny(tmp_path_factory, "template")
+    root = cli.root
     src = root / "src"
     write_file(src / "victim.bin", os.urandom(30_000), mtime_ns=1_600_000_000_000_000_001)
     write_file(src / "other.txt", b"other file\n" * 50, mtime_ns=1_600_000_000_000_000_002)
@@ -70,9 +68,7 @@ def template(tmp_path_factory):
 @pytest.fixture
 def store(cli, template):
     """A private copy of the template store and its cache for one test (which may damage it)."""
-    shutil.copytree(template["store"], cli.store)
-    shutil.copytree(template["cache"], cli.env["OSMO_CACHE_DIR"])
-    return template
+    return cli.copy_of(template)
 
 
 def entries_of(cli, tmp_path, ref: str) -> dict[str, FileEntry]:
@@ -81,22 +77,8 @@ def entries_of(cli, tmp_path, ref: str) -> dict[str, FileEntry]:
         return {e.path: e for e in repo.entries(ref)[1]}
 
 
-def find_chunk(store_path: str, chunk_id: bytes) -> tuple[str, int, int]:
-    """``(pack file path, offset, stored length)`` of a chunk, by reading every pack's footer."""
-    blob = LocalBlobStore(store_path)
-    for key in blob.list("packs/"):
-        for e in parse_pack(blob.get(key), key):
-            if e.chunk_id == chunk_id:
-                return os.path.join(store_path, *key.split("/")), e.offset, e.stored_length
-    raise AssertionError("chunk not found in any pack")
-
-
 def victim_chunk(cli, tmp_path, ref: str = "ds:2") -> tuple[str, int, int]:
     return find_chunk(cli.store, entries_of(cli, tmp_path, ref)["victim.bin"].chunks[0][0])
-
-
-def pack_name(path: str) -> str:
-    return "packs/" + "/".join(path.split(os.sep)[-2:])
 
 
 # --- corrupted packs -------------------------------------------------------------------------------
@@ -113,16 +95,18 @@ def test_flipped_byte_in_a_pack(cli, tmp_path, store):
         f.write(bytes([byte[0] ^ 0x40]))
 
     verify = cli("store", "verify", "--read-data", "--json", check=False)
-    assert_error(verify, 5, "1 problem")
+    assert_error(verify, 5, "2 problem")  # the pack, and the version that needs the chunk
     report = verify.json()
-    assert report["ok"] is False and len(report["problems"]) == 1
+    assert report["ok"] is False and len(report["problems"]) == 2
     assert pack_name(path) in report["problems"][0]
+    assert report["problems"][1].startswith("ds:2: 1 file(s) lost data (victim.bin)")
     human = cli("store", "verify", "--read-data", check=False)
     assert human.code == 5 and human.out.startswith("problem: ") and pack_name(path) in human.out.splitlines()[0]
 
     fresh = tmp_path / "fresh"
-    assert_error(cli("dataset", "download", "ds:2", str(fresh), check=False), 5, pack_name(path))
+    assert_error(cli("dataset", "download", "ds:2", str(fresh), check=False), 5, "victim.bin", pack_name(path))
     assert not (fresh / "victim.bin").exists()
+    assert snapshot(fresh) == {k: v for k, v in store["v2"].items() if k != "victim.bin"}  # the rest came back
     assert no_part_files(fresh)
     # a folder holding the old version keeps the old file intact
     assert_error(cli("dataset", "download", "ds:2", str(dest), check=False), 5, pack_name(path))
@@ -366,15 +350,20 @@ def test_manifest_lying_about_chunk_lengths_exits_5(cli, tmp_path, store):
 @pytest.mark.parametrize("payload", [b"\x00garbage\xff\xfe", b"", b"\x93\x01\x02", b"\xa5hello",
                                      b"\x81\xa2op\xa7version"],
                          ids=["bytes", "empty", "list", "string", "no-dataset"])
-def test_garbage_event_exits_5_naming_it(cli, tmp_path, store, payload):
+def test_garbage_event_blocks_nothing_and_verify_names_it(cli, tmp_path, store, payload):
+    """A damaged event is skipped with a warning naming it (tests/test_repair.py repairs it)."""
     blob = LocalBlobStore(cli.store)
     key = log_key(next_seq(blob))
     blob.create(key, payload)
-    for args in (("dataset", "list"), ("dataset", "info", "ds"), ("store", "verify"),
-                 ("dataset", "download", "ds:1", str(tmp_path / "dest")),
+    first = cli("dataset", "list")
+    assert key in first.err and "osmo store repair" in first.err
+    for args in (("dataset", "info", "ds"), ("dataset", "download", "ds:1", str(tmp_path / "dest")),
                  ("dataset", "upload", "ds", str(store["src"])), ("store", "reindex")):
-        assert_error(cli(*args, check=False), 5, key)
-    assert not (tmp_path / "dest").exists()
+        result = cli(*args)
+        assert "Traceback" not in result.err
+    assert snapshot(tmp_path / "dest") == store["v1"]
+    assert_error(cli("store", "verify", check=False), 5, "1 problem")
+    assert key in cli("store", "verify", check=False).out
 
 
 MALFORMED_EVENTS = {
@@ -383,34 +372,53 @@ MALFORMED_EVENTS = {
     "root-not-hex": {"op": "version", "dataset": "x", "version": 1, "root": "zz", "parent": None, "tags": [],
                      "user": "u", "description": "", "metadata": {}, "labels": {}, "logical_bytes": 0, "files": 0,
                      "stored_bytes": 0, "checksum": "", "time": 1.0},
+    "version-beyond-63-bits": {"op": "tag", "dataset": "ds", "tag": "t", "version": 2**63, "time": 1.0,
+                               "user": "u"},
 }
 
 
 @pytest.mark.parametrize("event", list(MALFORMED_EVENTS.values()), ids=list(MALFORMED_EVENTS))
-def test_malformed_event_exits_5_naming_it(cli, tmp_path, store, event):
+def test_malformed_event_is_skipped_and_named_by_verify(cli, tmp_path, store, event):
     blob = LocalBlobStore(cli.store)
     key = log_key(next_seq(blob))
     blob.create(key, encode_event(event))
-    for args in (("dataset", "list"), ("store", "verify")):
-        assert_error(cli(*args, check=False), 5, key)
+    listed = cli("dataset", "list", "--json")
+    assert [d["name"] for d in listed.json()] == ["ds"] and key in listed.err
+    verify = cli("store", "verify", "--json", check=False)
+    assert_error(verify, 5)
+    assert any(key in p for p in verify.json()["problems"])
 
 
 def test_garbage_config(cli, tmp_path, store):
+    """A damaged config is read from its copy (with a warning); when both are damaged, one clean error."""
     config_path = os.path.join(cli.store, "config")
+    copy_path = os.path.join(cli.store, "config-copy")
     with open(config_path, "rb") as f:
         good = f.read()
-    with open(config_path, "wb") as f:
-        f.write(b"\x00not json")
-    assert_error(cli("dataset", "list", check=False), 5, "config")
-    with open(config_path, "w") as f:
-        json.dump({**json.loads(good), "format": "something-else"}, f)
-    assert_error(cli("dataset", "list", check=False), 7, "osmo store")
-    with open(config_path, "w") as f:
-        json.dump({k: v for k, v in json.loads(good).items() if k != "chunker"}, f)
-    assert_error(cli("dataset", "list", check=False), 5, "config")
+    for damaged in (b"\x00not json", json.dumps({**json.loads(good), "format": "something-else"}).encode(),
+                    json.dumps({k: v for k, v in json.loads(good).items() if k != "chunker"}).encode()):
+        with open(config_path, "wb") as f:
+            f.write(damaged)
+        result = cli("dataset", "list")
+        assert "config-copy" in result.err and "Traceback" not in result.err
+        with open(copy_path, "wb") as f:
+            f.write(damaged)
+        assert_error(cli("dataset", "list", check=False), 5 if b"something" not in damaged else 5, "config")
+        with open(copy_path, "wb") as f:
+            f.write(good)
     with open(config_path, "wb") as f:
         f.write(good)
     assert cli("store", "verify").code == 0
+
+
+def test_a_config_of_a_newer_format_asks_for_a_newer_osmo(cli, tmp_path, store):
+    for key in ("config", "config-copy"):
+        path = os.path.join(cli.store, key)
+        doc = json.loads(open(path, "rb").read())
+        doc.pop("check", None)
+        with open(path, "w") as f:
+            json.dump({**doc, "version": 2}, f)
+    assert_error(cli("dataset", "list", check=False), 7, "upgrade osmo")
 
 
 def test_unknown_pack_names_are_reported_by_verify(cli, tmp_path, store):

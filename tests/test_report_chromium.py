@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers.tools import require_tool
 from osmo_store.report import estimate_costs, load_prices, to_html
 
-CHROMIUM = "/usr/bin/chromium"
 TIMEOUT = 90
 WINDOW = (1280, 2400)
 BACKGROUND = (0xF4, 0xF6, 0xF8)  # the page background of html.py
@@ -32,10 +32,6 @@ DATASETS = {"lidar": 5, "camera-front": 8, "sim_assets": 3}  # name -> number of
 CONSOLE = re.compile(r"CONSOLE[:(]|Uncaught")
 
 
-def require_chromium() -> None:
-    """A missing browser fails the test itself (reported as FAILED, never skipped)."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: run .ci/install-chromium.sh (as root) to install Debian's chromium")
 
 
 def synthetic_report() -> dict:
@@ -68,9 +64,9 @@ def synthetic_report() -> dict:
 
 def run_chromium(tmp_path: Path, page: Path, *args: str) -> subprocess.CompletedProcess:
     """Chromium headless on ``page`` with a private profile and console messages logged to stderr."""
-    require_chromium()
+    chromium = require_tool("chromium")  # a missing browser fails the test, never skips it
     profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-    cmd = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+    cmd = [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
            "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--hide-scrollbars",
            "--enable-logging=stderr", "--v=0", *args, page.as_uri()]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -11,6 +11,12 @@ An input failure ends the attempt with 2010 before its command starts; an upload
 even when the command succeeded; the attempt's code is the highest of its codes. ``stop(kind)``
 ends it early: "cancel" and "restart" skip the upload, "lead", "failed" and "timeout" still upload
 what the command wrote.
+
+taskinit reads its config (the task's environment, credentials included) from an anonymous
+in-memory file on its stdin: it is never written to disk. A task with credentials writes its output
+through the masking relay (``logmask.py``) into its log; its credential files on the host's disk
+(plain mode) are removed when the command ends. taskinit and the command run with umask 022, as in a
+container (the runner's own files are owner-only: the supervisor's umask is 077).
 """
 
 from __future__ import annotations
@@ -32,6 +38,18 @@ from osmo_run.local.prepare import AttemptPlan
 from osmo_run.local.statuses import START_FAILED, highest_code
 
 NO_UPLOAD = ("cancel", "restart")
+TASK_UMASK = 0o022
+RELAY_WAIT = 5.0  # seconds the relay may take to write the last output after the command ended
+
+
+def _memory_file(name: str, data: bytes) -> int:
+    """An anonymous in-memory file holding ``data``, at offset 0 (close-on-exec)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 @dataclass
@@ -57,6 +75,8 @@ class Attempt:
         self.stop_kind: str | None = None
         self.kill_at: float | None = None
         self._ready = self._go = None
+        self.relay: subprocess.Popen | None = None  # masks the command's output (tasks with credentials)
+        self.relay_deadline: float | None = None
 
     @property
     def done(self) -> bool:
@@ -64,7 +84,10 @@ class Attempt:
 
     @property
     def pids(self) -> list[int]:
-        return [self.proc.pid] if self.proc and self.proc.returncode is None else []
+        found = [self.proc.pid] if self.proc and self.proc.returncode is None else []
+        if self.relay is not None and self.relay.poll() is None:
+            found.append(self.relay.pid)
+        return found
 
     # -- phases --------------------------------------------------------------------------------
     def begin(self) -> None:
@@ -80,7 +103,8 @@ class Attempt:
         try:
             self.proc = subprocess.Popen([*self.sidecar, step, "--run-dir", self.plan.run.root],
                                          stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
-                                         preexec_fn=lambda: procs.set_parent_death_signal(signal.SIGTERM))
+                                         preexec_fn=lambda: procs.set_parent_death_signal(signal.SIGTERM),
+                                         umask=procs.user_umask())
         finally:
             os.close(fd)
 
@@ -89,20 +113,55 @@ class Attempt:
         ready_r, ready_w = os.pipe()
         go_r, go_w = os.pipe()
         config = dict(self.plan.init, ready_fd=ready_w, go_fd=go_r)
-        path = os.path.join(self.plan.run.root, "runner", "init.json")
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
-            json.dump(config, f)  # 0600: it holds the task's environment, credentials included
-        fd = logs.open_for_append(self.log_path)
+        config_fd = _memory_file("osmo-taskinit", json.dumps(config).encode("utf-8"))
+        fd = self._output()
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "osmo_run.local.taskinit", path],
-                                         stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
-                                         pass_fds=(ready_w, go_r))
+            self.proc = subprocess.Popen([sys.executable, "-m", "osmo_run.local.taskinit", "/dev/stdin"],
+                                         stdin=config_fd, stdout=fd, stderr=fd, start_new_session=True,
+                                         pass_fds=(ready_w, go_r), umask=TASK_UMASK)
         finally:
-            for x in (fd, ready_w, go_r):
+            for x in (fd, ready_w, go_r, config_fd):
                 os.close(x)
         self._ready, self._go = ready_r, go_w
         self.phase = "LAUNCHED"
         return self.proc.pid
+
+    def _output(self) -> int:
+        """Where the command's stdout and stderr go: the task log, or, when the task has values
+        to mask, a pipe into the masking relay (started here) that appends to the log."""
+        if not self.plan.secrets:
+            return logs.open_for_append(self.log_path)
+        read_end, write_end = os.pipe()
+        secrets_fd = _memory_file("osmo-secrets", json.dumps(list(self.plan.secrets)).encode("utf-8"))
+        log = logs.open_for_append(self.log_path)
+        try:
+            self.relay = subprocess.Popen([sys.executable, "-m", "osmo_run.local.logmask", "--secrets-fd",
+                                           str(secrets_fd)], stdin=read_end, stdout=log, stderr=log,
+                                          pass_fds=(secrets_fd,), start_new_session=True)
+        finally:
+            for x in (read_end, log, secrets_fd):
+                os.close(x)
+        return write_end
+
+    def _relay_done(self, now: float) -> bool:
+        """True once the relay wrote everything (it ends when the last writer is gone), or it had
+        ``RELAY_WAIT`` seconds (a process the command left behind holds the pipe: it is killed)."""
+        if self.relay is None or self.relay.poll() is not None:
+            return True
+        if self.relay_deadline is None:
+            self.relay_deadline = now + RELAY_WAIT
+        if now < self.relay_deadline:
+            return False
+        self.relay.kill()
+        self.relay.wait()
+        return True
+
+    def _remove_secret_files(self) -> None:
+        for path in self.plan.secret_files:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def wait_ready(self, timeout: float = 60.0) -> str:
         """Block until taskinit reports its view ready; '' on success, else the error."""
@@ -167,6 +226,9 @@ class Attempt:
             if status is None:
                 self.phase = "DOWNLOADED"
         elif self.phase == "RUNNING":
+            if not self._relay_done(now):
+                return  # the command's last output is still being masked into the log
+            self._remove_secret_files()
             self.proc = None
             self.outcome.command_code = rc
             self.record(command_exit_code=rc, command_ended_at=time.time())
@@ -204,6 +266,7 @@ class Attempt:
         return code
 
     def _finish(self) -> None:
+        self._remove_secret_files()
         out = self.outcome
         out.code = highest_code([out.code, out.command_code])
         if not out.reason and out.command_code is not None:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from osmo_run.local.credentials import TaskCredentials
 from osmo_run.local.isolation import Isolation
 from osmo_run.local.paths import StatePaths
 from osmo_run.local.settings import Capacity, Settings
@@ -26,6 +27,7 @@ class RunContext:
     output_versions: dict[str, int | None] = field(default_factory=dict)  # task -> its output version
     noted_plain: set[str] = field(default_factory=set)  # tasks whose log has the plain-mode notice
     pid: int = field(default_factory=os.getpid)
+    credentials: dict[str, TaskCredentials] = field(default_factory=dict)  # by task (resolved at start)
 
     def task_log(self, task: str) -> str:
         return self.paths.task_log(self.workflow_id, task)

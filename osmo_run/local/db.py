@@ -1,7 +1,8 @@
 """The state database: one SQLite file in WAL mode (readers in other shells never block the
 supervisor, and a crash loses at most the last transaction). Only the stdlib ``sqlite3`` is used.
 
-Times are UNIX seconds (REAL); JSON columns hold lists or objects as text.
+Times are UNIX seconds (REAL); JSON columns hold lists or objects as text. The file is created 0600
+(SQLite gives its -wal and -shm files the same mode); one found open to others is tightened.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import os
 import sqlite3
 from contextlib import contextmanager
 from typing import Iterator
+
+from osmo_run.local.paths import tighten
 
 SCHEMA_VERSION = 1
 
@@ -53,9 +56,17 @@ CREATE TABLE IF NOT EXISTS allocations (
 """
 
 
+def _private(path: str) -> None:
+    """Create the database file owner-only, before SQLite does; tighten an existing one."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        tighten(name, 0o600)
+
+
 def connect(path: str) -> sqlite3.Connection:
     """Open (and create on first use) the database; autocommit, use ``transaction`` to group writes."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    _private(path)
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 30000")

@@ -5,6 +5,7 @@ from __future__ import annotations
 USAGE = 2
 NOT_FOUND = 3
 CONFLICT = 4
+STORE_UNUSABLE = 5  # submit: the workflow's store is missing or cannot be written
 INTERNAL = 70
 
 

@@ -111,7 +111,7 @@ class GroupRun:
                                 attempt=tr.number, run_root=ctx.paths.run_dir(ctx.workflow_id, task.name, tr.number),
                                 isolation=ctx.isolation, group_network=self.network, hosts=self.hosts,
                                 versions=ctx.output_versions, store=ctx.store, grace=ctx.settings.grace_period,
-                                parent=ctx.pid)
+                                parent=ctx.pid, credentials=ctx.credentials.get(task.name))
         except (SpecError, OSError) as exc:
             logs.note(log, "\n".join(notes + [f"the task could not be prepared: {exc}"]))
             tr.attempt = FailedAttempt(tr.number, str(exc))

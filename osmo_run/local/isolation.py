@@ -3,8 +3,9 @@
 ``decide(settings)`` probes once per supervisor: namespaces mode needs util-linux ``unshare`` and
 ``nsenter``, iproute2 ``ip``, and a kernel that lets a throwaway child create mount, UTS, IPC, PID and
 network namespaces, a bridge and a veth pair: as root (CAP_SYS_ADMIN and CAP_NET_ADMIN), or, for any
-other user, inside an unprivileged user namespace ("rootless"; the probe then also checks the new
-root's ``pivot_root``, an overlay and /proc, see ``taskinit``).
+other user, inside an unprivileged user namespace ("rootless"; the probe then also checks an overlay
+and /proc), and make a private root with ``pivot_root`` (see ``taskinit``). Nothing is created on
+the host: each task's /osmo is a folder of its private root.
 Otherwise tasks are plain host processes (``isolation: auto``), or the workflow fails with the
 reason (``isolation: namespaces``).
 
@@ -70,11 +71,6 @@ def _why_not() -> str:
     missing = [tool for tool in ("unshare", "nsenter", "ip") if not shutil.which(tool)]
     if missing:
         return f"missing {', '.join(missing)} (util-linux, iproute2)"
-    if os.geteuid() == 0:
-        try:
-            os.makedirs("/osmo", exist_ok=True)  # an empty mount point; each task mounts its own view on it
-        except OSError as exc:
-            return f"cannot create the mount point /osmo: {exc.strerror}"
     why = _probe()
     if why and os.geteuid() != 0:
         return f"not running as root, and unprivileged user namespaces do not work here ({why})"
@@ -156,6 +152,12 @@ def user_namespace() -> int:
                           "the user namespace of the tasks")
         os.environ[USERNS_ENV] = str(_userns.pid)  # taskinit joins it (osmo_run/local/taskinit.py)
     return _userns.pid
+
+
+def holder_pids() -> set[int]:
+    """This supervisor's user namespace holder while it runs: a child the supervisor keeps (it must not
+    be reaped as an orphan, or a rescheduled rootless task finds no user namespace to join)."""
+    return {_userns.pid} if _userns is not None and _userns.poll() is None else set()
 
 
 class Hub:

@@ -9,14 +9,22 @@
                                                 ([osmo-sidecar] ...) and the command's stdout and stderr
     STATE/workflows/<id>/runs/<task>/<attempt>/ one attempt's run directory (the sidecar contract's
                                                 RUN_DIR: task.json, data/, status/) and runner/ files
+
+Workflow state is its owner's only: the runner creates folders 0700 and files 0600 (``ensure_root``,
+``private_dir``; the supervisor runs with umask 077), and tightens a state directory of its own
+(holding ``state.db`` or ``workflows/``, or empty) that others could read.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+PRIVATE_UMASK = 0o077
 
 
 def state_dir() -> str:
@@ -32,9 +40,43 @@ def safe_name(name: str) -> str:
     return _SAFE.sub("_", name) or "_"
 
 
+def tighten(path: str, mode: int) -> None:
+    """Give ``path`` (ours, not a shared sticky folder such as /tmp) ``mode`` if others may access it."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if info.st_uid == os.geteuid() and not info.st_mode & stat.S_ISVTX and not stat.S_ISLNK(info.st_mode) \
+            and stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, mode)
+
+
 class StatePaths:
     def __init__(self, root: str | None = None) -> None:
         self.root = os.path.abspath(root) if root else state_dir()
+
+    def ensure_root(self) -> None:
+        """Create the state directory (0700) and ``workflows/``; tighten them when they exist."""
+        os.makedirs(os.path.dirname(self.root), exist_ok=True)
+        try:
+            os.mkdir(self.root, PRIVATE_DIR)
+        except FileExistsError:
+            entries = set(os.listdir(self.root))
+            if not entries or entries & {"state.db", "workflows"}:
+                tighten(self.root, PRIVATE_DIR)
+        self.private_dir(os.path.join(self.root, "workflows"))
+
+    def private_dir(self, path: str) -> str:
+        """Create ``path`` (under the state directory) and the folders between: each 0700."""
+        relative = os.path.relpath(path, self.root)
+        current = self.root
+        for part in [] if relative == "." else relative.split(os.sep):
+            current = os.path.join(current, part)
+            try:
+                os.mkdir(current, PRIVATE_DIR)
+            except FileExistsError:
+                tighten(current, PRIVATE_DIR)
+        return path
 
     @property
     def database(self) -> str:

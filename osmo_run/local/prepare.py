@@ -10,8 +10,10 @@ What the task sees:
 ``{{input:N}}``    /osmo/data/input/N                    RUN_DIR/data/input/N
 ``{{host:T}}``     T's address in the group network      127.0.0.1
 working folder     /osmo/work (RUN_DIR/work)             RUN_DIR/work
-``files:``         at their paths, in the task's view    under RUN_DIR/files/<path>; the path
-                                                         is replaced in the command, args,
+``files:``         at their paths, in the task's view    under RUN_DIR/files/<path> (/osmo/data/
+                   (taskinit, ``taskfiles``)             output/x and /osmo/work/x: in RUN_DIR's
+                                                         data/output and work); the path is
+                                                         replaced in the command, args,
                                                          environment and the other files
 =================  ====================================  =====================================
 """
@@ -20,17 +22,17 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from osmo_run.contract import (InputSpec, OutputSpec, RunDir, TaskContract, task_output_dataset)
+from osmo_run.local.credentials import TaskCredentials
+from osmo_run.local.environment import task_environment
 from osmo_run.local.isolation import HOST_LOOPBACK, Isolation
-from osmo_run.spec import (DatasetInput, DatasetOutput, TaskInput, UrlInput, UrlOutput, Workflow,
-                           substitute_task)
-
-TASK_DATA = "/osmo/data"
-TASK_WORK = "/osmo/work"
+from osmo_run.spec import (TASK_DATA, TASK_WORK, DatasetInput, DatasetOutput, SpecError, TaskInput, UrlInput,
+                           UrlOutput, Workflow, file_path_conflict, normalise_file_path, substitute_task)
 
 
 @dataclass
@@ -40,6 +42,8 @@ class AttemptPlan:
     init: dict[str, Any]  # taskinit's config, without the pipe fds
     has_inputs: bool
     notes: list[str] = field(default_factory=list)
+    secrets: tuple[str, ...] = ()  # credential values the task log masks (logmask.py)
+    secret_files: tuple[str, ...] = ()  # credential files on the host's disk, removed when the attempt ends
 
 
 def hostname(name: str) -> str:
@@ -84,21 +88,42 @@ def contract_outputs(workflow_id: str, task) -> tuple[OutputSpec, ...]:
     return tuple(found)
 
 
-def _plain_path(path: str, root: str, data: str) -> str:
-    if path.startswith(TASK_DATA + "/"):
-        return os.path.join(data, path[len(TASK_DATA) + 1:])  # /osmo/data/output/x: into the output
-    return os.path.join(root, path.lstrip("/"))
+def _file_paths(task) -> list[str]:
+    """The paths of the task's ``files:`` in its view, normalised and checked again now that every
+    token is replaced (the spec checked them with ``{{workflow_id}}`` and ``{{host:...}}`` unreplaced)."""
+    paths: list[str] = []
+    for i, f in enumerate(task.files):
+        where = f"{task.path}.files[{i}].path"
+        try:
+            path = normalise_file_path(f.path)
+        except ValueError as exc:
+            raise SpecError(str(exc), path=where) from None
+        clash = file_path_conflict(path, paths)
+        if clash:
+            raise SpecError(clash[1], path=where)
+        paths.append(path)
+    return paths
 
 
-def _remap_files(files: list[dict[str, Any]], root: str, data: str, argv: list[str],
+def _plain_path(path: str, root: str, data: str, work: str) -> tuple[str, str]:
+    """Plain mode: the host folder and the relative path in it for the view path ``path`` (absolute,
+    normalised): ``/osmo/data/output/x`` into the run's data folder, ``/osmo/work/x`` into its working
+    folder, anything else under ``root`` (the attempt's ``files/``). Nothing lands outside them."""
+    for view, host in ((TASK_DATA, data), (TASK_WORK, work)):
+        if path.startswith(view + "/"):
+            return host, path[len(view) + 1:]
+    return root, path.lstrip("/")
+
+
+def _remap_files(files: list[dict[str, Any]], root: str, data: str, work: str, argv: list[str],
                  env: dict[str, str]) -> list[str]:
-    """Plain mode: move absolute ``files:`` paths under ``root`` (``/osmo/data/...`` to the run
-    directory's data) and replace them in argv, env and the other files' text; returns log notes."""
-    moves = {f["path"]: _plain_path(f["path"], root, data) for f in files if os.path.isabs(f["path"])}
-    if not moves:
-        for f in files:
-            f.pop("text", None)
-        return []
+    """Plain mode: place each file (its ``view`` path) in the attempt's folders (``_plain_path``) and
+    replace its view path by the host path in argv, env and the other files' text; returns log notes."""
+    moves = {}
+    for f in files:
+        f["root"], f["path"] = _plain_path(f["view"], root, data, work)
+        moves[f["view"]] = os.path.join(f["root"], f["path"])
+        os.makedirs(f["root"], exist_ok=True)  # the attempt's own folder; taskinit writes below it
 
     def swap(text: str) -> str:
         for old in sorted(moves, key=len, reverse=True):
@@ -110,17 +135,48 @@ def _remap_files(files: list[dict[str, Any]], root: str, data: str, argv: list[s
     for f in files:
         if f.pop("text", False):
             f["data"] = base64.b64encode(swap(base64.b64decode(f["data"]).decode("utf-8")).encode()).decode()
-        f["path"] = moves.get(f["path"], f["path"])
     return [f"files: {old} is written as {new} (plain processes share the host's folders)"
             for old, new in moves.items()]
+
+
+CREDENTIAL_MODE = 0o600
+
+
+def _credential_files(creds: TaskCredentials, taken: list[str]) -> list[dict[str, Any]]:
+    """``files`` entries (taskinit's) of the task's credential files, mode 0600."""
+    found = []
+    for item in creds.files:
+        clash = file_path_conflict(item.path, taken)
+        if clash:
+            raise SpecError(f"credentials: {clash[1]}")
+        taken.append(item.path)
+        found.append({"view": item.path, "data": base64.b64encode(item.value.encode()).decode(),
+                      "mode": CREDENTIAL_MODE, "text": False})
+    return found
+
+
+def _on_host_disk(files: list[dict[str, Any]], creds: TaskCredentials, isolated: bool,
+                  run_root: str) -> tuple[str, ...]:
+    """The credential files that land on the host's disk: every one in plain mode, those in the
+    working folder when isolated (elsewhere they are in the task's private tmpfs or overlay)."""
+    views = {item.path for item in creds.files}
+    found = []
+    for f in files:
+        if f["view"] not in views:
+            continue
+        if not isolated:
+            found.append(os.path.join(f["root"], f["path"]))
+        elif f["view"].startswith(TASK_WORK + "/"):
+            found.append(os.path.join(run_root, "work", f["view"][len(TASK_WORK) + 1:]))
+    return tuple(found)
 
 
 def plan_attempt(*, workflow_id: str, workflow: Workflow, group, task, attempt: int, run_root: str,
                  isolation: Isolation, group_network: bool, hosts: dict[str, str],
                  versions: dict[str, int | None], store: str | None, grace: float,
-                 parent: int) -> AttemptPlan:
+                 parent: int, credentials: TaskCredentials | None = None) -> AttemptPlan:
     """Create the run directory and everything the attempt needs (raises ``SpecError`` when a
-    token cannot be substituted)."""
+    token cannot be substituted or a ``files:`` path, tokens replaced, may not be written)."""
     run = RunDir(run_root)
     for folder in (run.output_dir, os.path.dirname(run.status("x")), os.path.join(run_root, "work"),
                    os.path.join(run_root, "runner")):
@@ -140,22 +196,29 @@ def plan_attempt(*, workflow_id: str, workflow: Workflow, group, task, attempt: 
     run.write_contract(contract)
 
     argv = [*done.command, *done.args]
-    env = {**os.environ, **done.environment}
-    files = [{"path": f.path, "data": base64.b64encode(f.data()).decode(), "mode": 0o755, "text": not f.base64}
-             for f in done.files]
+    creds = credentials or TaskCredentials({}, (), (), ())
+    env = task_environment(workflow_id=workflow_id, group=group.name, task=task.name, attempt=attempt,
+                           home=TASK_WORK if isolated else os.path.join(run_root, "work"),
+                           hostname=hostname(task.name) if isolated else socket.gethostname(),
+                           spec=done.environment, credentials=creds.env)
+    files = [{"view": path, "data": base64.b64encode(f.data()).decode(), "mode": 0o755, "text": not f.base64}
+             for path, f in zip(_file_paths(done), done.files)]
+    files += _credential_files(creds, [f["view"] for f in files])
     notes = [f"image {task.image} is not pulled: the local runner runs the command with this machine's tools"]
     if isolated:
         for f in files:
             f.pop("text", None)
+            f["root"], f["path"] = "/", f["view"].lstrip("/")
         cwd = TASK_WORK
         where = task_hosts.get(task.name, HOST_LOOPBACK) if group_network else "the host's network"
         notes.append(f"isolated: hostname {hostname(task.name)}, network {where}, private /tmp, "
                      f"{TASK_DATA} = {run.data}")
     else:
         cwd = os.path.join(run_root, "work")
-        notes.extend(_remap_files(files, os.path.join(run_root, "files"), run.data, argv, env))
-    for flag, text in ((task.privileged, "privileged"), (task.credentials, "credentials"),
-                       (task.volume_mounts, "volumeMounts"), (task.checkpoints, "checkpoint")):
+        notes.extend(_remap_files(files, os.path.join(run_root, "files"), run.data, cwd, argv, env))
+    notes.extend(creds.notes)
+    for flag, text in ((task.privileged, "privileged"), (task.volume_mounts, "volumeMounts"),
+                       (task.checkpoints, "checkpoint")):
         if flag:
             notes.append(f"{text}: not supported by the local runner; ignored")
     hosts_file = None
@@ -168,4 +231,5 @@ def plan_attempt(*, workflow_id: str, workflow: Workflow, group, task, attempt: 
             "hostname": hostname(task.name), "argv": argv, "env": env, "cwd": cwd, "files": files,
             "data_dir": run.data, "work_dir": os.path.join(run_root, "work"), "hosts_file": hosts_file,
             "grace": grace, "parent": parent}
-    return AttemptPlan(run, contract, init, bool(task.inputs), notes)
+    return AttemptPlan(run, contract, init, bool(task.inputs), notes, creds.secrets,
+                       _on_host_disk(files, creds, isolated, run_root))

@@ -4,6 +4,10 @@ for our supervisor), process trees, signals, and the two prctl settings the runn
 - ``PR_SET_PDEATHSIG``: a task's init and the sidecars die with the supervisor that started them.
 - ``PR_SET_CHILD_SUBREAPER``: orphans of a task (daemons it started) are re-parented to the task's
   init or the supervisor, never to the system's init, so they can be found and stopped.
+
+The supervisor runs with umask 077 (its state is owner-only); the user's own umask, which ``submit``
+passes on in ``$OSMO_RUN_USER_UMASK``, is the sidecar's (what it writes into the store and a task's
+inputs is the user's data, as with ``osmo dataset``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import signal
 import time
 from dataclasses import dataclass
 
+USER_UMASK_ENV = "OSMO_RUN_USER_UMASK"
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -34,6 +39,28 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
 
 def set_child_subreaper() -> bool:
     return libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def current_umask() -> int:
+    """This process's umask (read from /proc, without changing it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def user_umask() -> int:
+    """The submitting user's umask: ``$OSMO_RUN_USER_UMASK`` (octal) if set, else this process's."""
+    try:
+        return int(os.environ[USER_UMASK_ENV], 8) & 0o777
+    except (KeyError, ValueError):
+        return current_umask()
 
 
 def boot_id() -> str:

@@ -1,6 +1,10 @@
 """What the ``osmo workflow`` commands do, apart from printing: submit (record the workflow, start
 its detached supervisor), wait, cancel, query, log paths. Every read first marks workflows whose
 supervisor died as FAILED (``StateStore.reconcile``).
+
+``submit`` on the local runner first resolves every task's credentials and checks the store, so
+those mistakes fail the submit before anything runs. The supervisor inherits the submitting
+environment (the store's and the credentials' sources) and runs with umask 077.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ from typing import Any
 
 from osmo_run.kube.pool import PoolConfigError, parse_pool
 from osmo_run.local import procs
+from osmo_run.local.credentials import CredentialError, masked_values, resolve_task, resolve_workflow
 from osmo_run.local.errors import CONFLICT, NotFound, RunnerError
-from osmo_run.local.paths import StatePaths
+from osmo_run.local.paths import PRIVATE_FILE, PRIVATE_UMASK, StatePaths
 from osmo_run.local.pool import check_workflow, pool_capacity
 from osmo_run.local.settings import Settings, load_settings
 from osmo_run.local.state import StateStore
 from osmo_run.local.statuses import WorkflowStatus, is_terminal
-from osmo_run.spec import LoadedSpec
+from osmo_run.local.storecheck import check_store
+from osmo_run.spec import LoadedSpec, SpecError, load_rendered
 
 CANCEL_WAIT = 60.0  # seconds, on top of the grace period, before the supervisor is killed
 
@@ -56,6 +62,9 @@ def submit(loaded: LoadedSpec, *, file: str | None, store: str | None,
             problems = [f"{settings.source}: {exc}"]
     if problems:
         raise RunnerError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    if runner == "local":
+        resolve_workflow(workflow, settings.credentials, config=settings.source)  # values are not kept
+        check_store(settings, store)
     state = open_state()
     try:
         groups = [(g.name, [(t.name, t.lead) for t in g.tasks]) for g in workflow.groups]
@@ -63,19 +72,26 @@ def submit(loaded: LoadedSpec, *, file: str | None, store: str | None,
                                             file=os.path.abspath(file) if file else None, store=store,
                                             settings=settings.to_json())
         paths = state.paths
-        os.makedirs(paths.log_dir(workflow_id), exist_ok=True)
-        with open(paths.spec_file(workflow_id), "w", encoding="utf-8") as f:
+        paths.private_dir(paths.log_dir(workflow_id))
+        with open(_private_file(paths.spec_file(workflow_id)), "w", encoding="utf-8") as f:
             f.write(loaded.rendered.text)
-        with open(paths.supervisor_log(workflow_id), "ab") as log:
+        env = {**os.environ, "OSMO_STATE_DIR": paths.root, procs.USER_UMASK_ENV: f"{procs.user_umask():03o}"}
+        with open(_private_file(paths.supervisor_log(workflow_id), append=True), "ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", SUPERVISORS[runner], workflow_id],
-                                    env={**os.environ, "OSMO_STATE_DIR": paths.root}, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                    env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, umask=PRIVATE_UMASK)
         # (if it is gone already, an impossible start time makes readers see at once that it died)
         who = procs.ProcessIdentity.of(proc.pid) or procs.ProcessIdentity(proc.pid, -1, procs.boot_id())
         state.set_supervisor(workflow_id, who)
         return workflow_id, proc
     finally:
         state.close()
+
+
+def _private_file(path: str, append: bool = False) -> int:
+    """A file descriptor of ``path``, created owner-only, for writing (truncating or appending)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC),
+                   PRIVATE_FILE)
 
 
 def store_argument(value: str | None) -> str | None:
@@ -212,6 +228,31 @@ def log_paths(workflow_id: str, task: str | None) -> dict[str, str]:
         return {name: state.paths.task_log(workflow_id, name) for name in names}
     finally:
         state.close()
+
+
+def log_secrets(workflow_id: str) -> tuple[str, ...]:
+    """The credential values of the workflow's tasks that can be resolved now (the pool config's
+    sources, this environment), for ``osmo workflow logs`` to mask. Logs were masked as they were
+    written; this masks again whatever it can, and skips what it cannot resolve."""
+    state = open_state()
+    try:
+        row = state.workflow(workflow_id)
+    finally:
+        state.close()
+    settings = Settings.from_json(json.loads(row["settings"] or "{}"))
+    if not settings.credentials or settings.runner != "local":
+        return ()
+    try:
+        workflow = load_rendered(row["spec"], file=row["file"])
+    except SpecError:
+        return ()
+    values: list[str] = []
+    for task in (t for g in workflow.groups for t in g.tasks if t.credentials):
+        try:
+            values.extend(resolve_task(task, settings.credentials, config=settings.source, environ=os.environ).secrets)
+        except CredentialError:
+            continue
+    return masked_values(values)
 
 
 def running_kube_attempts(workflow_id: str, task: str | None) -> list[tuple[str, int, dict | None]]:

@@ -21,6 +21,9 @@ Location: ``$OSMO_POOL_CONFIG`` if set, else ``$XDG_CONFIG_HOME/osmo/pool.yaml``
     sidecar: [python3, -m, sidecar.main]  # how to run the sidecar (default: this Python)
     kubernetes: {...}            # the Kubernetes pool (docs/KUBERNETES.md, osmo_run/kube/pool.py)
     runner: local                # local | kubernetes: where ``submit`` runs workflows (--runner overrides)
+    credentials:                 # where the values of tasks' credentials: come from (credentials.py)
+      my_s3: {file: ~/.config/osmo/credentials/my_s3.yaml}
+      other: {env: {access_key: MY_SECRET_VAR}}
 
 ``submit`` reads the file once; the workflow keeps that snapshot (``Settings.to_json``).
 """
@@ -35,13 +38,14 @@ from typing import Any
 
 import yaml
 
+from osmo_run.local.credentials import parse_sources
 from osmo_run.local.errors import RunnerError
 from osmo_run.spec import parse_bytes, parse_cpu, parse_duration
 
 ISOLATION_MODES = ("auto", "namespaces", "none")
 NETWORK_MODES = ("isolated", "host")
 KEYS = {"name", "capacity", "platforms", "strict", "isolation", "network", "grace_period", "lead_head_start",
-        "reschedule_limit", "exec_timeout", "queue_timeout", "sidecar", "kubernetes", "runner"}
+        "reschedule_limit", "exec_timeout", "queue_timeout", "sidecar", "kubernetes", "runner", "credentials"}
 RUNNERS = ("local", "kubernetes")
 
 
@@ -94,6 +98,7 @@ class Settings:
     source: str | None = None  # the file read, if any
     kubernetes: dict[str, Any] | None = None  # the raw ``kubernetes:`` section (osmo_run/kube/pool.py)
     runner: str = "local"  # which runner a workflow was submitted to (set at submit)
+    credentials: dict[str, Any] = field(default_factory=dict)  # declarations only, never values
 
     @property
     def sidecar_argv(self) -> list[str]:
@@ -176,6 +181,8 @@ def load_settings(path: str | None = None) -> Settings:
             if raw["runner"] not in RUNNERS:
                 raise _fail(path, "runner", f"expected one of {', '.join(RUNNERS)}, got {raw['runner']!r}")
             values["runner"] = raw["runner"]
+        if raw.get("credentials") is not None:
+            values["credentials"] = parse_sources(raw["credentials"], path)
         if raw.get("kubernetes") is not None:
             if not isinstance(raw["kubernetes"], dict):
                 raise _fail(path, "kubernetes", "expected a mapping (see docs/KUBERNETES.md)")

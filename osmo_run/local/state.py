@@ -43,6 +43,7 @@ def _assignments(table: str, fields: dict[str, Any]) -> tuple[str, list[Any]]:
 class StateStore:
     def __init__(self, paths: StatePaths | None = None) -> None:
         self.paths = paths or StatePaths()
+        self.paths.ensure_root()
         self.conn = db.connect(self.paths.database)
 
     def close(self) -> None:

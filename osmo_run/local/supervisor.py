@@ -22,9 +22,10 @@ import traceback
 
 from osmo_run.local import procs
 from osmo_run.local.context import RunContext
+from osmo_run.local.credentials import resolve_workflow
 from osmo_run.local.errors import RunnerError
 from osmo_run.local.group_run import GroupRun
-from osmo_run.local.isolation import decide
+from osmo_run.local.isolation import decide, holder_pids
 from osmo_run.local.paths import StatePaths
 from osmo_run.local.pool import Ledger, plan_gang, pool_capacity
 from osmo_run.local.settings import Settings
@@ -65,8 +66,9 @@ class Supervisor:
         self.state.update_workflow(self.id, isolation=isolation.describe())
         self.dag = Dag.from_workflow(workflow)
         self.ledger = Ledger(self.state.conn, self.me)
+        credentials = resolve_workflow(workflow, settings.credentials, config=settings.source)
         return RunContext(self.id, workflow, self.state, self.paths, settings, isolation,
-                          pool_capacity(settings), self.row["store"])
+                          pool_capacity(settings), self.row["store"], credentials=credentials)
 
     def _on_term(self, *_):
         self.cancel_requested = True
@@ -183,7 +185,7 @@ class Supervisor:
     def _reap_orphans(self) -> None:
         """End and collect processes re-parented to us (daemons of tasks that already ended)."""
         known = {pid for run in self.runs.values() for tr in run.tasks if tr.attempt for pid in tr.attempt.pids}
-        known |= {run.hub.proc.pid for run in self.runs.values() if run.hub}
+        known |= {run.hub.proc.pid for run in self.runs.values() if run.hub} | holder_pids()
         for pid in procs.children(os.getpid()):
             if pid not in known and procs.is_running(pid):
                 procs.signal_pid(pid, signal.SIGKILL)

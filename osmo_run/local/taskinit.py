@@ -6,24 +6,27 @@ Namespaces mode (root, Linux namespaces available)::
 
     P (this process, a child of the supervisor)
       unshare mount, UTS, IPC, PID (and network unless the group uses the host's network)
-      mounts, private to the task: tmpfs /osmo with RUN_DIR/data bound at /osmo/data and
-      RUN_DIR/work at /osmo/work (the working directory), an overlay over each host folder that
-      ``files:`` write into (the host's files are never touched), the group's /etc/hosts, a tmpfs
-      /tmp and /dev/shm; hostname = the task name; ``files:`` written
+      mounts, private to the task, on a fresh tmpfs root: every top-level entry of the host's /
+      bound (recursively) into it, tmpfs /osmo with RUN_DIR/data bound at /osmo/data and
+      RUN_DIR/work at /osmo/work (the working directory), then ``pivot_root``; an overlay over
+      each host folder that ``files:`` write into (the host's files are never touched), the
+      group's /etc/hosts, a tmpfs /tmp and /dev/shm; hostname = the task name; ``files:``
+      written (``taskfiles``: never through a symbolic link)
       -> "ready" on the ready pipe; the supervisor wires the network; waits for "go"
       fork C: pid 1 of the new PID namespace, mounts /proc, runs the command G, reaps, and when
       G exits kills every process left in the namespace (as a pod's container ends)
 
+/osmo is a folder of the private root, so it need not exist on the host, and a ``files:`` path in
+a top-level folder the host lacks lands in that root: nothing is created on the host.
+
 Rootless (namespaces mode, not root): P first enters a user namespace in which the invoking user is
 root: the supervisor's (``$OSMO_RUN_USERNS_PID``, where the group's network hub lives) when the
-group has its own network, else a new one of its own. Its mounts are then built on a fresh tmpfs
-root: every top-level entry of the host's / is bound (recursively) into it, the rest is as above
-(/osmo is a folder of that root, so /osmo need not exist on the host, and a ``files:`` path in a
-top-level folder the host lacks lands in that root), then ``pivot_root``. The task runs as root of
-that user namespace, i.e. as the invoking user on the host (its files are owned by that user).
+group has its own network, else a new one of its own; the rest is as above. The task runs as root
+of that user namespace, i.e. as the invoking user on the host (its files are owned by that user).
 
-Plain mode (no namespaces): P is a child subreaper, writes ``files:`` where the runner mapped them,
-runs G in its own session and, when G exits, kills every process G left behind.
+Plain mode (no namespaces): P is a child subreaper, writes ``files:`` where the runner mapped them
+(the attempt's files/, data/output and work folders, ``taskfiles``), runs G in its own session and,
+when G exits, kills every process G left behind.
 
 Stopping: SIGTERM to P -> SIGTERM to every process of the task, SIGKILL after the grace period. P
 dies with the supervisor (PR_SET_PDEATHSIG), and C dies with P, so nothing outlives the runner.
@@ -32,7 +35,6 @@ P exits with G's exit code (128+N if a signal N ended it).
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -41,7 +43,7 @@ import subprocess
 import sys
 import time
 
-from osmo_run.local import procs
+from osmo_run.local import procs, taskfiles
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -55,7 +57,6 @@ USERNS_ENV = "OSMO_RUN_USERNS_PID"  # set by osmo_run.local.isolation.user_names
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 SETUP_FAILED = 3
-FORBIDDEN = ("/proc", "/sys", "/dev")
 
 
 class SetupError(Exception):
@@ -101,32 +102,8 @@ def namespace_flags(network: bool) -> int:
 
 
 # -- the task's view -------------------------------------------------------------------------------
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def _overlay_roots(paths: list[str]) -> list[str]:
-    """Host folders to overlay so that ``paths`` can be written without touching the host: the
-    nearest existing folder above each file, outer folders only (an overlay covers its subfolders)."""
-    roots = set()
-    for path in paths:
-        if _under(path, "/tmp") or _under(path, "/osmo"):
-            continue
-        if any(_under(path, bad) for bad in FORBIDDEN):
-            raise SetupError(f"files: cannot write {path} (under {', '.join(FORBIDDEN)})")
-        folder = os.path.dirname(path)
-        while not os.path.isdir(folder):
-            folder = os.path.dirname(folder)
-        if folder == "/":
-            top = "/" + path.strip("/").split("/")[0]
-            os.makedirs(top, exist_ok=True)  # an empty folder on the host; the overlay holds the files
-            folder = top
-        roots.add(folder)
-    return sorted(r for r in roots if not any(o != r and _under(r, o) for o in roots))
-
-
 def stage_root() -> str:
-    """Rootless: a tmpfs (staged on /tmp) holding a recursive bind of each top-level entry of the
+    """A tmpfs (staged on /tmp) holding a recursive bind of each top-level entry of the
     host's / and an empty /tmp and /osmo; ``enter_root`` makes it the root, so that / can gain
     folders without touching the host. Returns where it is staged."""
     new = "/tmp"  # the task gets a fresh tmpfs /tmp later
@@ -157,32 +134,32 @@ def enter_root(new: str) -> None:
     os.chdir("/")
 
 
-def build_view(cfg: dict, rootless: bool = False) -> None:
-    """Mounts of namespaces mode (in P, after unshare; C and G inherit them)."""
+def build_view(cfg: dict) -> list[str]:
+    """Mounts of namespaces mode (in P, after unshare; C and G inherit them); returns the folders
+    covered by an overlay for ``files:``."""
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    top, hosts, sources = "", cfg.get("hosts_file"), {"data": cfg["data_dir"], "work": cfg["work_dir"]}
+    hosts, sources = cfg.get("hosts_file"), {"data": cfg["data_dir"], "work": cfg["work_dir"]}
     pinned = []
-    if rootless:  # the staged root covers /tmp, which may hold these: keep them at hand
-        for name, path in sources.items():
-            pinned.append(os.open(path, os.O_PATH | os.O_DIRECTORY))
-            sources[name] = f"/proc/self/fd/{pinned[-1]}"
-        if hosts:
-            with open(hosts, "rb") as f:
-                hosts = f.read()
-        top = stage_root()
+    for name, path in sources.items():  # the staged root covers /tmp, which may hold these
+        pinned.append(os.open(path, os.O_PATH | os.O_DIRECTORY))
+        sources[name] = f"/proc/self/fd/{pinned[-1]}"
+    if hosts:
+        with open(hosts, "rb") as f:
+            hosts = f.read()
+    top = stage_root()
     mount("tmpfs", f"{top}/osmo", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
     for name in ("data", "work"):
         os.makedirs(f"{top}/osmo/{name}", exist_ok=True)
         mount(sources[name], f"{top}/osmo/{name}", None, MS_BIND | MS_REC)
-    if rootless:
-        for fd in pinned:
-            os.close(fd)
-        if hosts:
-            with open(f"{top}/osmo/.hosts", "wb") as f:
-                f.write(hosts)
-            hosts = "/osmo/.hosts"
-        enter_root(top)
-    for n, root in enumerate(_overlay_roots([f["path"] for f in cfg["files"]])):
+    for fd in pinned:
+        os.close(fd)
+    if hosts:
+        with open(f"{top}/osmo/.hosts", "wb") as f:
+            f.write(hosts)
+        hosts = "/osmo/.hosts"
+    enter_root(top)
+    overlays = taskfiles.overlay_roots([f["view"] for f in cfg["files"]])
+    for n, root in enumerate(overlays):
         upper, work = f"/osmo/.overlay/{n}/upper", f"/osmo/.overlay/{n}/work"
         os.makedirs(upper)
         os.makedirs(work)
@@ -194,15 +171,7 @@ def build_view(cfg: dict, rootless: bool = False) -> None:
         mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     if cfg.get("hostname"):
         socket.sethostname(cfg["hostname"])
-
-
-def write_files(cfg: dict) -> None:
-    for item in cfg["files"]:
-        path = item["path"] if os.path.isabs(item["path"]) else os.path.join(cfg["cwd"], item["path"])
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(base64.b64decode(item["data"]))
-        os.chmod(path, item.get("mode", 0o755))
+    return overlays
 
 
 # -- running the command -----------------------------------------------------------------------
@@ -302,6 +271,7 @@ def main(config_file: str) -> int:
     if os.getppid() != cfg["parent"]:
         return 1  # the supervisor is already gone
     ready, go = cfg["ready_fd"], cfg["go_fd"]
+    overlays: list[str] = []
     try:
         if cfg["mode"] == "namespaces":
             rootless, holder = os.geteuid() != 0, os.environ.get(USERNS_ENV)
@@ -311,11 +281,11 @@ def main(config_file: str) -> int:
             if rootless:
                 enter_user_namespace(holder if cfg["network"] == "isolated" else None)
             unshare(namespace_flags(cfg["network"] == "isolated"))
-            build_view(cfg, rootless)
+            overlays = build_view(cfg)
         else:
             procs.set_child_subreaper()
-        write_files(cfg)
-    except (SetupError, OSError) as exc:
+        taskfiles.write_files(cfg["files"], overlays)
+    except (SetupError, taskfiles.FilesError, OSError) as exc:
         os.write(ready, f"E{exc}".encode(errors="replace"))
         return SETUP_FAILED
     os.write(ready, b"R")
@@ -330,16 +300,15 @@ def main(config_file: str) -> int:
 
 
 def probe(network: bool = True) -> str:
-    """Empty if namespaces mode works here, else why not (run in a throwaway child process). Not
-    root: in a user namespace of its own, also the new root (``pivot_root``), an overlay and /proc."""
+    """Empty if namespaces mode works here, else why not (run in a throwaway child process): also
+    the new root (``pivot_root``); not root: in a user namespace of its own, an overlay and /proc."""
     rootless = os.geteuid() != 0
     try:
         if rootless:
             enter_user_namespace(None)
         unshare(namespace_flags(network) & ~CLONE_NEWPID)
         mount(None, "/", None, MS_REC | MS_PRIVATE)
-        if rootless:
-            enter_root(stage_root())
+        enter_root(stage_root())
         mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777")  # private to this throwaway namespace
         if rootless:
             for name in ("low", "up", "work", "view"):

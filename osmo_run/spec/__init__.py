@@ -9,11 +9,13 @@ Public API (what the runner uses)::
     substitute_task(task, ...)                                -> the task with every token replaced
     format_workflow_id / parse_workflow_id / next_workflow_id
     SpecError (one line: ``FILE:LINE: FIELD.PATH: message``)
+    normalise_file_path(path) / file_path_conflict(path, earlier); TASK_DATA, TASK_OUTPUT, TASK_WORK
 """
 
 from osmo_run.spec.dag import Dag
 from osmo_run.spec.errors import SpecError
 from osmo_run.spec.exit_actions import CodeRange, CodeSet, ExitAction, ExitActions, parse_codes
+from osmo_run.spec.filepaths import TASK_DATA, TASK_OUTPUT, TASK_WORK, file_path_conflict, normalise_file_path
 from osmo_run.spec.ids import format_workflow_id, is_workflow_id, next_workflow_id, parse_workflow_id
 from osmo_run.spec.loader import LoadedSpec, load_file, load_rendered, load_text
 from osmo_run.spec.models import (Checkpoint, DatasetInput, DatasetOutput, File, Group, Input, Output,
@@ -26,8 +28,9 @@ from osmo_run.spec.validate import canonical_name
 __all__ = [
     "Checkpoint", "CodeRange", "CodeSet", "Dag", "DatasetInput", "DatasetOutput", "Duration", "ExitAction",
     "ExitActions", "File", "Group", "Input", "LoadedSpec", "Output", "RenderedSpec", "Resources",
-    "SpecError", "Task", "TaskInput", "Timeout", "UrlInput", "UrlOutput", "Workflow", "canonical_name",
-    "coerce_value", "find_tokens", "format_workflow_id", "is_workflow_id", "load_file", "load_rendered",
-    "load_text", "next_workflow_id", "parse_bytes", "parse_codes", "parse_cpu", "parse_duration",
-    "parse_set_options", "parse_workflow_id", "render_spec", "substitute_task", "substitute_tokens",
+    "SpecError", "TASK_DATA", "TASK_OUTPUT", "TASK_WORK", "Task", "TaskInput", "Timeout", "UrlInput",
+    "UrlOutput", "Workflow", "canonical_name", "coerce_value", "file_path_conflict", "find_tokens",
+    "format_workflow_id", "is_workflow_id", "load_file", "load_rendered", "load_text", "next_workflow_id",
+    "normalise_file_path", "parse_bytes", "parse_codes", "parse_cpu", "parse_duration", "parse_set_options",
+    "parse_workflow_id", "render_spec", "substitute_task", "substitute_tokens",
 ]

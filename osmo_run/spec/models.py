@@ -152,7 +152,9 @@ Output = Union[DatasetOutput, UrlOutput]
 
 @dataclass(frozen=True)
 class File:
-    """A file written into the task's view before it starts (``base64: true`` for binary contents)."""
+    """A file written into the task's view before it starts (``base64: true`` for binary contents).
+    ``path`` is absolute and normalised as the view resolves it (``filepaths``: a relative path is
+    under ``/osmo/work``, ``{{output}}`` is ``/osmo/data/output``)."""
 
     path: str
     contents: str

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from osmo_run.spec.errors import SpecError
 from osmo_run.spec.exit_actions import ExitActions, parse_action, parse_codes
+from osmo_run.spec.filepaths import file_path_conflict, view_path
 from osmo_run.spec.models import (Checkpoint, DatasetInput, DatasetOutput, File, Group, Resources,
                                   Task, TaskInput, Timeout, TokenUse, UrlInput, UrlOutput, Workflow)
 from osmo_run.spec.nodes import Node, compose
@@ -192,7 +193,7 @@ class _Parser:
         if "outputs" in f:
             opt["outputs"] = tuple(self.output(item) for item in f["outputs"].elements())
         if "files" in f:
-            opt["files"] = self.files(f["files"])
+            opt["files"] = self.files(f["files"], opt.get("inputs", ()))
         if "resource" in f:
             opt["resource"] = f["resource"].text()
         if "exitActions" in f:
@@ -259,17 +260,25 @@ class _Parser:
             raise node.error(f"bad url {value!r}: expected SCHEME://LOCATION (e.g. s3://bucket/path/)")
         return value
 
-    def files(self, node: Node) -> tuple[File, ...]:
-        files, seen = [], {}
+    def files(self, node: Node, inputs: tuple = ()) -> tuple[File, ...]:
+        """``files:`` entries, each path normalised and checked as the task's view resolves it
+        (``filepaths``): ``File.path`` is absolute and normalised."""
+        by_task: dict[str, int] = {}
+        for index, source in enumerate(inputs):
+            if isinstance(source, TaskInput):
+                by_task.setdefault(source.task_name, index)
+        files, paths, lines = [], [], []
         for item in node.elements():
             f = item.fields(("path", "contents", "base64"), required=("path", "contents"))
-            path = self.text(f["path"])
-            parts = [p for p in path.split("/") if p]
-            if not parts or (parts[0] == "osmo" and not path.startswith("/osmo/data/output/")):
-                raise f["path"].error(f"bad file path {path!r}: it must not be empty or under /osmo")
-            if path in seen:
-                raise f["path"].error(f"two files at path {path!r} (the first on line {seen[path]})")
-            seen[path] = f["path"].line
+            written = self.text(f["path"])
+            path = _check(f["path"], lambda text: view_path(text, by_task), written)
+            clash = file_path_conflict(path, paths)
+            if clash:
+                index, why = clash
+                as_written = "" if written == path else f"; {written!r} is {path!r}"
+                raise f["path"].error(f"{why} (the first on line {lines[index]}){as_written}")
+            paths.append(path)
+            lines.append(f["path"].line)
             encoded = f["base64"].boolean() if "base64" in f else False
             contents = self.text(f["contents"])
             if encoded:

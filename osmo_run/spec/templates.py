@@ -7,7 +7,8 @@
 3. the text is rendered in a ``SandboxedEnvironment`` with ``StrictUndefined``: an undefined variable
    is a ``SpecError`` naming it and its line. The special tokens (``{{output}}``, ``{{input:N}}``,
    ``{{host:TASK}}``, ...) are shielded and come out unchanged; the ``default-values`` section itself
-   is not rendered.
+   is not rendered. Rendering is bounded in time, size and memory (``sandbox.py``): a template past a
+   limit is a ``SpecError`` naming the limit and the line, within seconds.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any, Iterable, Mapping
 
 import jinja2
 import yaml
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 
 from osmo_run.spec.errors import SpecError
+from osmo_run.spec.sandbox import LimitedEnvironment, RenderLimit, template_line
 from osmo_run.spec.tokens import shield, unshield
 
 _SECTION = re.compile(r"^([A-Za-z][\w-]*)[ \t]*:(?:\s|$)")
@@ -122,23 +124,12 @@ def _protect_defaults(text: str) -> str:
     return "".join(lines)
 
 
-def _template_line(exc: BaseException) -> int | None:
-    """The template line an error was raised on (Jinja rewrites tracebacks to template frames)."""
-    line, tb = None, exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == "<template>":
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
-
-
 def render_template(text: str, values: Mapping[str, Any], *, file: str | None = None) -> str:
     """Render ``text`` with ``values`` in the sandbox; tokens survive unchanged."""
     shielded, saved = shield(_protect_defaults(text))
-    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                               autoescape=False)
+    env = LimitedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     try:
-        rendered = env.from_string(shielded).render(dict(values))
+        rendered = env.render_limited(shielded, dict(values))
     except jinja2.TemplateSyntaxError as exc:
         hint = " ('{#' starts a Jinja comment; write {{ '{#' }} for a literal one)" \
             if "comment" in str(exc.message) else ""
@@ -151,15 +142,17 @@ def render_template(text: str, values: Mapping[str, Any], *, file: str | None = 
                        "default-values)")
         else:
             message = f"template error: {exc.message}"
-        raise SpecError(message, file=file, line=_template_line(exc)) from None
+        raise SpecError(message, file=file, line=template_line(exc)) from None
+    except RenderLimit as exc:
+        raise SpecError(f"template exceeds a limit: {exc}", file=file, line=template_line(exc)) from None
     except SecurityError as exc:
         raise SpecError(f"template tried an unsafe operation: {exc}", file=file,
-                        line=_template_line(exc)) from None
+                        line=template_line(exc)) from None
     except jinja2.TemplateError as exc:
-        raise SpecError(f"template error: {exc}", file=file, line=_template_line(exc)) from None
+        raise SpecError(f"template error: {exc}", file=file, line=template_line(exc)) from None
     except (TypeError, ValueError, ArithmeticError) as exc:
         raise SpecError(f"template error: {type(exc).__name__}: {exc}", file=file,
-                        line=_template_line(exc)) from None
+                        line=template_line(exc)) from None
     return unshield(rendered, saved)
 
 

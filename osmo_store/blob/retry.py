@@ -5,9 +5,10 @@ exponential backoff and full jitter, a bounded number of times. Everything else,
 transient error, goes to the caller as a ``BackendError`` that names the backend and key.
 
 A retried ``create`` is ambiguous: the first attempt may have succeeded on the server even though
-its answer was lost, so the repeat reports "already exists". The wrapper then reads the object back:
-if it holds exactly the bytes this call wrote, the create succeeded. (Log events carry a random
-nonce, so two writers never write identical bytes to one key.)
+its answer was lost, so the repeat reports "already exists" (some client libraries resend a request
+whose connection dropped on their own, so even a first attempt can). On "already exists" the wrapper
+reads the object back, whole: if it holds exactly the bytes this call wrote, the create succeeded.
+(Log events carry a random nonce, so two writers never write identical bytes to one key.)
 """
 
 from __future__ import annotations
@@ -74,24 +75,27 @@ class RetryingBlobStore(DelegatingBlobStore):
         self._call(lambda: self.inner.put_parts(key, parts))
 
     def create(self, key: str, data: bytes) -> None:
-        tried = False
-
         def attempt() -> None:
-            nonlocal tried
             try:
                 self.inner.create(key, data)
             except AlreadyExistsError:
-                if tried and self._holds(key, data):
-                    return  # our earlier attempt landed; its answer was lost
+                # an earlier attempt landed and its answer was lost: ours, or the backend's own
+                # resend below this layer (adlfs resends a request whose connection dropped)
+                if self._holds(key, data):
+                    return
                 raise
-            finally:
-                tried = True
 
         self._call(attempt)
 
     def _holds(self, key: str, data: bytes) -> bool:
+        def read_whole() -> bytes:
+            got = self.inner.get(key)
+            if len(got) != len(data) and len(got) != self.inner.size(key):  # a body cut short on the wire
+                raise TransientBackendError(f"{self.inner.url}: {key}: read {len(got)} bytes of a longer object")
+            return got
+
         try:
-            return self._call(lambda: self.inner.get(key)) == bytes(data)
+            return self._call(read_whole) == bytes(data)
         except NotFoundError:
             return False
 

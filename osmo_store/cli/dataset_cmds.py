@@ -13,6 +13,8 @@ from osmo_store.errors import UsageError
 from osmo_store.report.render import ratio
 from osmo_store.ids import parse_key_value, parse_ref
 from osmo_store.transfer.checksum import folder_checksum
+from osmo_store.transfer.filters import PathFilter
+from osmo_store.transfer.scan import check_sources
 from osmo_store.transfer.upload import UploadRequest
 
 include_option = click.option("--include", multiple=True, metavar="GLOB",
@@ -37,13 +39,17 @@ def dataset() -> None:
 @include_option
 @exclude_option
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Threads for chunking (default: CPUs).")
+@click.option("--allow-empty", is_flag=True,
+              help="Commit an empty version when no file is selected (default: fail with exit code 2).")
 @json_option
 @pass_state
-def upload(state, target, paths, desc, metadata, label, include, exclude, workers, as_json) -> None:
+def upload(state, target, paths, desc, metadata, label, include, exclude, workers, allow_empty, as_json) -> None:
     """Upload PATH... as the next version of dataset NAME.
 
     A folder contributes its contents at the dataset root; a file contributes itself under its
-    name. Only changed chunks are stored. Symbolic links are skipped (and reported).
+    name. Only changed chunks are stored. Symbolic links are skipped (and reported). When no file
+    is selected (an empty folder, filters that leave nothing) nothing is committed unless
+    --allow-empty is given. A file that keeps changing while it is read fails the upload (exit 9).
     """
     ref = parse_ref(target)
     if ref.version is not None:
@@ -52,8 +58,14 @@ def upload(state, target, paths, desc, metadata, label, include, exclude, worker
         dataset=ref.name, paths=list(paths), tags=[ref.tag] if ref.tag else [], description=desc,
         metadata=dict(parse_key_value(m, "--metadata") for m in metadata),
         labels=dict(parse_key_value(lbl, "--label") for lbl in label),
-        include=include, exclude=exclude)
-    result = state.repo(create=True).upload(req, BarProgress(None if not as_json else False), workers)
+        include=include, exclude=exclude, allow_empty=allow_empty)
+    PathFilter(include, exclude)  # bad input is refused before a store is created or opened
+    check_sources(paths)
+    repo = state.repo(create=True)
+    renamed_to = repo.log.renamed_to(ref.name)
+    if renamed_to is not None:
+        note(f"dataset {ref.name!r} was renamed to {renamed_to!r}; this upload starts a new dataset {ref.name!r}")
+    result = repo.upload(req, BarProgress(None if not as_json else False), workers)
     for path, reason in result.skipped:
         note(f"skipped {path}: {reason}")
     if as_json:
@@ -125,6 +137,14 @@ def info(state, name, as_json) -> None:
                      ",".join(v["tags"]) or "-", v["checksum"][:16]])
     print_table(["version", "status", "created", "user", "files", "logical", "stored", "unique", "dedup", "tags",
                  "checksum"], rows)
+    for v in desc["versions"]:
+        damage = v.get("damage")
+        if damage:
+            more = damage["files"] - len(damage["named"])
+            files = (f"{damage['files']} file(s) lost data: {', '.join(damage['named'])}"
+                     + (f" and {more} more" if more > 0 else "")) if damage["files"] else ""
+            click.echo(f"damaged: version {v['version']}: " + "; ".join(filter(None, [files, *damage["unreadable"]]))
+                       + " (upload the same data again to heal it; 'osmo store repair' for the rest)")
 
 
 @dataset.command()
@@ -136,8 +156,6 @@ def info(state, name, as_json) -> None:
 @pass_state
 def inspect(state, source, as_tree, include, exclude, as_json) -> None:
     """List the files of a version."""
-    from osmo_store.transfer.filters import PathFilter
-
     keep = PathFilter(include, exclude)
     rec, entries = state.repo().entries(source)
     entries = [e for e in entries if keep(e.path)]

@@ -7,7 +7,7 @@ import click
 from osmo_store.cli.context import json_option, pass_state
 from osmo_store.cli.output import emit_json
 from osmo_store.errors import UsageError
-from osmo_store.ids import check_name, parse_key_value, parse_ref
+from osmo_store.ids import check_key, check_name, parse_key_value, parse_ref
 
 
 def _pairs(values, what: str) -> dict[str, str]:
@@ -25,6 +25,8 @@ def tag(state, source, set_, delete, as_json) -> None:
     if not set_ and not delete:
         raise UsageError("give --set TAG or --delete TAG")
     ref = parse_ref(source)
+    for name in delete:
+        check_name(name, "tag")
     log = state.repo().log
     for name in delete:
         log.delete_tag(ref.name, name)
@@ -46,9 +48,10 @@ def tag(state, source, set_, delete, as_json) -> None:
 def label(state, name, set_, delete, as_json) -> None:
     """Show, set or delete dataset labels."""
     check_name(name)
+    pairs, keys = _pairs(set_, "--set"), [check_key(k, "--delete") for k in delete]
     repo = state.repo()
     if set_ or delete:
-        labels = repo.log.change_labels(name, _pairs(set_, "--set"), list(delete))
+        labels = repo.log.change_labels(name, pairs, keys)
     else:
         labels = repo.catalog.dataset(repo.log.dataset_id(name))["labels"]
     if as_json:
@@ -67,9 +70,10 @@ def label(state, name, set_, delete, as_json) -> None:
 def metadata(state, source, set_, delete, as_json) -> None:
     """Show, set or delete a version's metadata."""
     ref = parse_ref(source)
+    pairs, keys = _pairs(set_, "--set"), [check_key(k, "--delete") for k in delete]
     repo = state.repo()
     if set_ or delete:
-        meta = repo.log.change_metadata(ref, _pairs(set_, "--set"), list(delete))
+        meta = repo.log.change_metadata(ref, pairs, keys)
     else:
         meta = repo.log.resolve(ref)[1]["metadata"]
     if as_json:
@@ -87,6 +91,7 @@ def metadata(state, source, set_, delete, as_json) -> None:
 def rename(state, old, new, as_json) -> None:
     """Rename dataset OLD to NEW (versions, tags and labels follow)."""
     check_name(old)
+    check_name(new)
     state.repo().log.rename(old, new)
     if as_json:
         emit_json({"old": old, "new": new})

@@ -1,8 +1,9 @@
 """Entry point of ``osmo``: the top-level group, global options and error handling.
 
 Errors from the library (``OsmoError``) are printed as one line ``osmo: error: ...`` and exit with the
-error's code (README lists them); anything unexpected is reported in one line too, with the
-traceback only under ``--debug``.
+error's code (README lists them); so are click's usage errors (a bad option value, a missing
+argument: exit 2). Anything unexpected is reported in one line too, with the traceback only under
+``--debug``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from osmo_store.cli.context import State
 from osmo_store.cli.dataset_cmds import dataset
 from osmo_store.cli.store_cmds import store
 from osmo_store.cli.usage_cmds import report, retain
-from osmo_store.errors import OsmoError
+from osmo_store.errors import IndexDamagedError, OsmoError, UsageError
 
 INTERNAL_ERROR = 70
 
@@ -43,18 +44,48 @@ class OsmoGroup(click.Group):
             self.add_command(self._plugins[name].load(), name)
         return self.commands.get(name)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            click.echo(f"osmo: error: {_usage_line(exc)}", err=True)
+            ctx.exit(2)
+
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            state = ctx.find_object(State)
+            note = state.damage_note() if state is not None else None
+            if note:
+                click.echo(note, err=True)
+            return result
+        except IndexDamagedError as exc:
+            state = ctx.find_object(State)
+            where = state.discard_index() if state is not None else None
+            _fail(ctx, f"{exc}; it was removed and will be rebuilt from the store: run the command again"
+                  if where else str(exc), exc.exit_code)
         except OsmoError as exc:
             _fail(ctx, str(exc), exc.exit_code)
         except KeyboardInterrupt:
             _fail(ctx, "interrupted; nothing partial was committed", 130)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            _fail(ctx, _usage_line(exc), 2)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:  # the one place unexpected errors are turned into a message
             _fail(ctx, f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
                   INTERNAL_ERROR)
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    """A usage error as one line, pointing at the command's help."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    command = exc.ctx.command_path if exc.ctx is not None else "osmo"
+    return f"{message} (see '{command} --help')"
 
 
 def _fail(ctx: click.Context, message: str, code: int) -> None:
@@ -86,6 +117,9 @@ def cli(ctx: click.Context, store_url: str | None, debug: bool) -> None:
     """
     ctx.obj = State(store_url, debug)
     ctx.call_on_close(ctx.obj.close)
+    if store_url is not None and not store_url.removeprefix("file://").strip():
+        raise UsageError(f"--store (or $OSMO_STORE) {store_url!r} names no store: give a store name, URL or "
+                         "folder, or leave it out for the default store")
 
 
 cli.add_command(dataset)

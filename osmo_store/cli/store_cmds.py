@@ -54,6 +54,7 @@ def init(state, url, no_compression, compression_level, chunk_min, chunk_avg, ch
 @pass_state
 def verify(state, read_data, as_json) -> None:
     """Check that every live version can be restored. Exit code 5 if not."""
+    state.quiet_damage = True
     repo = state.repo()
     bar = CountProgress("verify packs", repo.pack_count(), enabled=None if not as_json else False)
     try:
@@ -65,10 +66,13 @@ def verify(state, read_data, as_json) -> None:
     else:
         for problem in report.problems:
             click.echo(f"problem: {problem}")
+        for line in report.notes:
+            click.echo(f"note: {line}")
         click.echo(f"{report.versions} versions, {report.manifest_nodes} manifest nodes, {report.chunks} chunks, "
-                   f"{report.packs} packs ({report.packs_read} read in full)")
+                   f"{report.packs} packs ({report.packs_read} read in full), {report.events} events")
     if not report.ok:
-        raise IntegrityError(f"verify found {len(report.problems)} problem(s)")
+        raise IntegrityError(f"verify found {len(report.problems)} problem(s); 'osmo store repair' moves damaged "
+                             "objects aside and salvages what is intact")
     if not as_json:
         click.echo("ok")
 
@@ -91,6 +95,64 @@ def reindex(state, as_json) -> None:
         emit_json({"warnings": warnings, **stats})
     else:
         click.echo(f"reindexed {stats['packs']} packs, {stats['chunks']} chunks, {stats['versions']} versions")
+
+
+@store.command()
+@click.option("--dry-run", is_flag=True, help="Only read and report what would be done.")
+@json_option
+@pass_state
+def repair(state, dry_run, as_json) -> None:
+    """Move damaged objects aside and keep the damage from spreading.
+
+    \b
+    Reads the whole store (every event, every pack in full), then:
+      - a damaged or missing config is written back from its copy;
+      - a damaged log event is moved to quarantine/ and replaced by a placeholder;
+      - from a damaged pack, every chunk that is still intact is copied to a new pack,
+        and the pack is moved to quarantine/ (nothing there is ever deleted);
+      - versions that still lack data are listed with their files: upload the same
+        data again to heal them (or delete them).
+    Safe to interrupt and run again, and to run while others upload. Exit code 0 when
+    nothing is left damaged, 5 when some versions still lack data.
+    """
+    state.quiet_damage = True
+    repo = state.repo()
+    bars = StageBars(None if not as_json else False)
+    try:
+        result = repo.repair(dry_run=dry_run, progress=bars)
+    finally:
+        bars.close()
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        _print_repair(result)
+    if result.damaged_versions:
+        raise IntegrityError(f"{len(result.damaged_versions)} version(s) still lack data: upload the same data "
+                             "again to heal them, or delete them")
+
+
+def _print_repair(result) -> None:
+    would = "would be " if result.dry_run else ""
+    for line in result.config:
+        click.echo(f"config: {line}")
+    for ev in result.events:
+        click.echo(f"event {ev['key']}: {ev['problem']}: {would}{ev['action']}")
+    for p in result.packs:
+        where = "dropped from every index" if p["missing"] else "moved to quarantine/"
+        click.echo(f"{p['problem']}: {p['salvaged']} chunk(s) {would}salvaged, {p['lost']} lost; {would}{where}")
+    for dep in result.depended:
+        click.echo(f"no longer applies: {dep['key']} ({dep['op']} {dep['dataset']}): {dep['why']}")
+    for v in result.damaged_versions:
+        more = f" and {v['files'] - len(v['named'])} more" if v["files"] > len(v["named"]) else ""
+        files = f"{v['files']} file(s) lost data: {', '.join(v['named'])}{more}" if v["files"] else ""
+        click.echo(f"damaged: {v['dataset']}:{v['version']}: " + "; ".join(filter(None, [files, *v["unreadable"]])))
+    nothing = not (result.config or result.events or result.packs)
+    if nothing:
+        click.echo("nothing to repair")
+    else:
+        click.echo(f"{result.salvaged_chunks} chunk(s) {would}salvaged into new packs "
+                   f"({human_bytes(result.salvaged_bytes)}), {result.lost_chunks} lost, "
+                   f"{result.deleted_packs} damaged pack(s) removed from packs/")
 
 
 class StageBars:

@@ -114,7 +114,7 @@ def versions_chart(ds: dict, cid: str) -> str:
     plot_w = 640.0 if n <= 40 else max(min(1040.0, 8.0 * n), 3.0 * n)  # fits a page up to ~350 versions
     group = plot_w / n
     width, height = left + plot_w + right, top + plot_h + bottom
-    vmax = max([max(v.get("logical_bytes", 0), v.get("stored_bytes", 0)) for v in versions] or [0])
+    vmax = max([max(v.get("logical_bytes") or 0, v.get("stored_bytes") or 0) for v in versions] or [0])
     ticks, unit, size = byte_ticks(vmax)
     scale = plot_h / ticks[-1]
     body = _legend(left, 18, [("logical bytes", COLORS["logical"]), ("stored bytes", COLORS["stored"])])

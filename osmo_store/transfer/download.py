@@ -5,12 +5,20 @@ to a temporary name in its folder and renamed into place, so a file is either ab
 complete. Files already present with the right digest are skipped, which makes an interrupted
 download resumable. Manifest paths are validated (relative, no ``..``); folders are created one
 component at a time and a symbolic link on the way is refused, so nothing lands outside ``dest``.
+
+Temporary files are named ``.osmo-part-<32 hex digits>`` and each is held under an exclusive
+``flock`` from its creation until it is renamed into place. When a download completes, every file of
+exactly that name under the destination whose lock can be taken (its writer was killed) is removed:
+a killed download leaves nothing behind once a later one completes, a download still running in the
+same folder keeps its files, and no other file is ever touched.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import re
 import stat
 import time
 import uuid
@@ -20,14 +28,16 @@ from dataclasses import dataclass
 
 from osmo_store import hashing
 from osmo_store.chunkstore import ChunkStore
-from osmo_store.errors import BackendError, IntegrityError, UnsafePathError, UsageError
+from osmo_store.errors import BackendError, IntegrityError, NotFoundError, UnsafePathError, UsageError
 from osmo_store.manifest import FileEntry, iter_entries
 from osmo_store.transfer.filters import PathFilter
 from osmo_store.transfer.lookahead import in_order
+from osmo_store.transfer.overlap import ProtectedFolders
 from osmo_store.transfer.progress import Progress
 from osmo_store.transfer.spans import SpanReader
 
 PART_PREFIX = ".osmo-part-"
+PART_NAME = re.compile(r"\.osmo-part-[0-9a-f]{32}")
 
 
 @dataclass
@@ -42,8 +52,10 @@ class DownloadResult:
 
 
 class Downloader:
-    def __init__(self, chunks: ChunkStore, workers: int | None = None, progress: Progress | None = None) -> None:
+    def __init__(self, chunks: ChunkStore, workers: int | None = None, progress: Progress | None = None,
+                 protected: ProtectedFolders | None = None) -> None:
         self.chunks = chunks
+        self.protected = protected
         # threads writing files, each fetching the pack spans its files need: as many as the CPUs, or as
         # the requests a remote store should have in flight
         remote = 0 if chunks.blob.local else chunks.blob.concurrency
@@ -54,7 +66,10 @@ class Downloader:
             label: str = "download") -> DownloadResult:
         start = time.monotonic()
         keep = PathFilter(include, exclude)
-        entries = [e for e in iter_entries(self.chunks.get_tree, root) if keep(e.path)]
+        try:
+            entries = [e for e in iter_entries(self.chunks.get_tree, root) if keep(e.path)]
+        except NotFoundError as exc:  # a manifest node lost from the store: damage, not a wrong name
+            raise IntegrityError(f"{label}: its list of files cannot be read ({exc})") from None
         _check_no_file_folder_clash(entries)
         try:
             os.makedirs(dest, exist_ok=True)
@@ -64,6 +79,7 @@ class Downloader:
         self._folders: set[str] = set()  # folders this download created or checked
         self._reader = SpanReader(self.chunks, (cid for e in entries for cid, _ in e.chunks))
         skipped = 0
+        self._damaged: list[tuple[str, str]] = []  # (path, why) of files whose data is damaged
         self.progress.start(label, len(entries), sum(e.size for e in entries))
         try:
             ex = ThreadPoolExecutor(self.workers, thread_name_prefix="osmo-download")
@@ -74,18 +90,29 @@ class Downloader:
                 ex.shutdown(wait=True, cancel_futures=True)
         finally:
             self.progress.finish()
+        remove_stale_parts(base)
+        if self._damaged:
+            raise _damage_error(self._damaged, len(entries))
         return DownloadResult(len(entries), sum(e.size for e in entries), skipped,
                               round(time.monotonic() - start, 3))
 
     def _collect(self, item) -> int:
+        """A file's outcome. A file whose stored data is damaged or missing is not written and the
+        download goes on with the others (they do not depend on it); the failure is raised at the end."""
         entry, future = item
-        skipped = future.result()
+        try:
+            skipped = future.result()
+        except (IntegrityError, NotFoundError) as exc:
+            if isinstance(exc, UnsafePathError):
+                raise
+            self._damaged.append((entry.path, str(exc)))
+            skipped = 0
         self.progress.advance(1, entry.size)
         return skipped
 
     def _write(self, base: str, entry: FileEntry) -> int:
         parts = entry.path.split("/")
-        folder = _ensure_folders(base, parts[:-1], entry.path, self._folders)
+        folder = _ensure_folders(base, parts[:-1], entry.path, self._folders, self.protected)
         target = os.path.join(folder, parts[-1])
         try:
             st = os.lstat(target)
@@ -98,11 +125,7 @@ class Downloader:
                 _set_attributes(target, entry)
                 self._reader.release(cid for cid, _ in entry.chunks)
                 return 1
-        tmp = os.path.join(folder, f"{PART_PREFIX}{uuid.uuid4().hex}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            raise _write_error(exc, target) from None
+        fd, tmp = _create_part(folder, target)
         try:
             with os.fdopen(fd, "wb", buffering=0) as f:
                 h = hashing.hasher()
@@ -118,7 +141,7 @@ class Downloader:
                 if h.digest() != entry.digest:
                     raise IntegrityError(f"{entry.path}: downloaded content does not match its digest")
                 _set_attributes(f.fileno(), entry)
-            os.rename(tmp, target)
+                os.rename(tmp, target)  # still locked: no cleaner can take the part file meanwhile
         except BaseException as exc:
             try:
                 os.unlink(tmp)
@@ -128,6 +151,71 @@ class Downloader:
                 raise _write_error(exc, target) from None
             raise
         return 0
+
+
+def _create_part(folder: str, target: str) -> tuple[int, str]:
+    """A new, locked temporary file in ``folder``: its descriptor and path."""
+    while True:
+        tmp = os.path.join(folder, f"{PART_PREFIX}{uuid.uuid4().hex}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _write_error(exc, target) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            return fd, tmp  # no locks on this file system: such part files are never removed by others
+        try:
+            if _same_inode(os.fstat(fd), os.lstat(tmp)):
+                return fd, tmp
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # a cleaner took it between the create and the lock: make another
+
+
+def _same_inode(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def remove_stale_parts(base: str) -> int:
+    """Remove the temporary files killed downloads left under ``base``: files named exactly like ours
+    that no live download holds locked. Symbolic links are not followed. Returns how many."""
+    removed = 0
+    for _, _, files, dir_fd in os.fwalk(base, follow_symlinks=False):
+        for name in files:
+            if PART_NAME.fullmatch(name) and _remove_if_unlocked(name, dir_fd):
+                removed += 1
+    return removed
+
+
+def _remove_if_unlocked(name: str, dir_fd: int) -> bool:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # a live download is writing it (or this file system has no locks)
+        if not _same_inode(st, os.stat(name, dir_fd=dir_fd, follow_symlinks=False)):
+            return False
+        os.unlink(name, dir_fd=dir_fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _damage_error(damaged: list[tuple[str, str]], total: int) -> IntegrityError:
+    names = ", ".join(path for path, _ in damaged[:5]) + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+    return IntegrityError(f"{len(damaged)} of {total} files could not be restored, their stored data is damaged "
+                          f"or missing: {names} ({damaged[0][1]}); the other files are in place; see "
+                          "'osmo store verify' and 'osmo store repair'")
 
 
 def _write_error(exc: OSError, target: str) -> Exception:
@@ -154,7 +242,8 @@ def _set_attributes(path: str | int, entry: FileEntry) -> None:
     os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
 
 
-def _ensure_folders(base: str, parts: list[str], path: str, known: set[str]) -> str:
+def _ensure_folders(base: str, parts: list[str], path: str, known: set[str],
+                    protected: ProtectedFolders | None = None) -> str:
     """Create ``base/parts...`` refusing symbolic links and non-folders on the way.
 
     ``known`` holds folders already checked by this download (a set shared by the writer threads;
@@ -178,5 +267,7 @@ def _ensure_folders(base: str, parts: list[str], path: str, known: set[str]) -> 
                 f"refusing to write {path!r}: {current} is a symbolic link and could lead outside the destination")
         if not stat.S_ISDIR(st.st_mode):
             raise UsageError(f"cannot write {path!r}: {current} exists and is not a folder")
+        if protected is not None:
+            protected.check_entered(current, st, "download destination")
         known.add(current)
     return current

@@ -2,13 +2,16 @@
 
 A glob matches a path if it matches the whole relative path (``*`` also crosses ``/``) or, when the
 glob has no ``/``, the file's base name. A path is selected when it matches some ``--include`` (or
-none are given) and no ``--exclude``.
+none are given) and no ``--exclude``. An empty or blank glob is refused: it matches nothing, and is
+always a mistake (an unset shell variable).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
+
+from osmo_store.errors import UsageError
 
 
 def _matches(path: str, pattern: str) -> bool:
@@ -21,10 +24,17 @@ def _matches(path: str, pattern: str) -> bool:
 
 class PathFilter:
     def __init__(self, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> None:
-        self.include = list(include)
-        self.exclude = list(exclude)
+        self.include = _checked(include, "--include")
+        self.exclude = _checked(exclude, "--exclude")
 
     def __call__(self, path: str) -> bool:
         if self.include and not any(_matches(path, p) for p in self.include):
             return False
         return not any(_matches(path, p) for p in self.exclude)
+
+
+def _checked(patterns: Sequence[str], option: str) -> list[str]:
+    for pattern in patterns:
+        if not pattern.strip():
+            raise UsageError(f"{option} {pattern!r}: an empty pattern matches no file; give a GLOB such as '*.mcap'")
+    return list(patterns)

@@ -34,6 +34,7 @@ class Span:
     end: int
     uses: int = 0  # chunk reads still to come
     data: bytes | None = None
+    error: Exception | None = None  # the fetch failed (a missing pack): not asked again
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -48,8 +49,12 @@ class SpanReader:
             counts[cid] = counts.get(cid, 0) + 1
         self._where: dict[bytes, tuple[Span, ChunkLocation]] = {}
         by_pack: dict[bytes, list[tuple[bytes, ChunkLocation]]] = {}
-        for cid, loc in store.locate_many(list(counts)):
-            by_pack.setdefault(loc.pack_id, []).append((cid, loc))
+        self._missing: set[bytes] = set()  # chunks no pack is known to hold: their files fail, not the rest
+        for cid, loc in store.locate_many(list(counts), missing_ok=True):
+            if loc is None:
+                self._missing.add(cid)
+            else:
+                by_pack.setdefault(loc.pack_id, []).append((cid, loc))
         for pack_id, located in by_pack.items():
             located.sort(key=lambda item: item[1].offset)
             span: Span | None = None
@@ -73,21 +78,40 @@ class SpanReader:
         try:
             span, loc = self._where[chunk_id]
         except KeyError:
+            if chunk_id in self._missing:
+                raise NotFoundError(f"chunk {chunk_id.hex()[:16]} is not in the store") from None
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} was not planned for this download") from None
-        data = self._data(span)
-        start = loc.offset - span.start
-        chunk = decode_chunk(chunk_id, memoryview(data)[start : start + loc.stored_length], loc.raw_length,
-                             loc.compression, pack_key(span.pack_id))
-        with self._lock:
-            span.uses -= 1
-            if span.uses <= 0:
-                self._drop(span)
+        try:
+            data = self._data(span)
+            start = loc.offset - span.start
+            chunk = decode_chunk(chunk_id, memoryview(data)[start : start + loc.stored_length], loc.raw_length,
+                                 loc.compression, pack_key(span.pack_id))
+        except (IntegrityError, NotFoundError) as exc:
+            chunk = self._elsewhere(chunk_id, loc, exc)
+        finally:
+            with self._lock:
+                span.uses -= 1
+                if span.uses <= 0:
+                    self._drop(span)
         return chunk
+
+    def _elsewhere(self, chunk_id: bytes, loc: ChunkLocation, exc: Exception) -> bytes:
+        """The planned read of a chunk failed: read it alone, from the same copy first (a span cut short
+        on the wire is not damage), then from the others; what fails again is noted (chunkstore)."""
+        if isinstance(exc, NotFoundError):
+            self.store.note_missing([loc.pack_id])
+            others = [o for o in self.store.index.locations(chunk_id) if o.pack_id != loc.pack_id]
+            if not others:
+                raise exc
+            loc = others[0]
+        return self.store.read_located(chunk_id, loc)[2]
 
     def release(self, chunk_ids: Iterable[bytes]) -> None:
         """Chunks that will not be read after all (a file that was already in place)."""
         with self._lock:
             for cid in chunk_ids:
+                if cid in self._missing:
+                    continue
                 span, _ = self._where[cid]
                 span.uses -= 1
                 if span.uses <= 0:
@@ -95,9 +119,15 @@ class SpanReader:
 
     def _data(self, span: Span) -> bytes:
         with span.lock:  # one fetch per span; other readers of it wait for that fetch
+            if span.error is not None:
+                raise span.error
             data = span.data
             if data is None:
-                data = self._fetch(span)
+                try:
+                    data = self._fetch(span)
+                except NotFoundError as exc:
+                    span.error = exc
+                    raise
                 with self._lock:
                     span.data = data
                     self._held[id(span)] = span
@@ -111,7 +141,7 @@ class SpanReader:
         try:
             data = self.store.blob.get_range(key, span.start, length)
         except NotFoundError:
-            raise IntegrityError(f"pack {key} is missing from the store (run 'osmo store verify')") from None
+            raise NotFoundError(f"pack {key} is missing from the store (run 'osmo store verify')") from None
         if len(data) != length:
             raise IntegrityError(f"pack {key} is shorter than the index says")
         with self._lock:

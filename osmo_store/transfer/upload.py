@@ -5,34 +5,45 @@ release the GIL); their entries are consumed in path order to build the manifest
 Memory stays bounded whatever the file sizes: each worker holds one read block, the pack writer one
 pack being filled. The version event is created last, after every pack and manifest node is durable;
 any failure before it leaves no version, and the packs already written are reused next time.
+
+Nothing half-done: an upload that selects no file commits nothing unless the request allows an empty
+version, and a file is trusted only when its identity (size, mtime, ctime, inode, device) is the same
+before and after reading it and the bytes read match its size; otherwise it is read again, and after
+``READ_ATTEMPTS`` the upload fails naming it (``SourceChangedError``). A file changed within
+``RACY_NS`` of its read, where timestamps are too coarse to tell, must read the same twice.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from osmo_store import hashing
 from osmo_store.catalog import Catalog
 from osmo_store.chunking import Chunker
 from osmo_store.chunkstore import ChunkStore, PackWriter
 from osmo_store.datasets import DatasetLog, current_user
-from osmo_store.errors import NotFoundError, UsageError
+from osmo_store.errors import NotFoundError, SourceChangedError, UsageError
 from osmo_store.index import LocalIndex
 from osmo_store.manifest import LEAF, Checksum, FileEntry, TreeBuilder, iter_nodes
 from osmo_store.transfer.filters import PathFilter
 from osmo_store.transfer.lookahead import in_order
 from osmo_store.transfer.progress import Cancelled, Progress
-from osmo_store.transfer.scan import SourceFile, scan
+from osmo_store.transfer.overlap import ProtectedFolders
+from osmo_store.transfer.scan import ScanResult, SourceFile, scan
 
 RACY_SECONDS = 2  # files modified this recently are not put in the stat cache
 STAT_BATCH = 1000
 SNAPSHOT_CHUNKS = 256  # chunks looked up in one index read snapshot
 RESCUE_ATTEMPTS = 5  # rounds of copying chunks out of condemned packs before giving up
+READ_ATTEMPTS = 3  # reads of a file that changes while it is read before the upload fails
+RACY_NS = 50_000_000  # a file changed this close to its read needs a second, equal read
 
 
 @dataclass
@@ -45,6 +56,7 @@ class UploadRequest:
     labels: dict[str, str] = field(default_factory=dict)
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()
+    allow_empty: bool = True  # the CLI sets False unless --allow-empty; the sidecar stores empty outputs
 
 
 @dataclass
@@ -69,7 +81,8 @@ class UploadResult:
 
 class Uploader:
     def __init__(self, chunks: ChunkStore, index: LocalIndex, catalog: Catalog, log: DatasetLog,
-                 workers: int | None = None, progress: Progress | None = None) -> None:
+                 workers: int | None = None, progress: Progress | None = None,
+                 protected: ProtectedFolders | None = None) -> None:
         self.chunks = chunks
         self.index = index
         self.catalog = catalog
@@ -77,6 +90,7 @@ class Uploader:
         self.workers = workers or max(2, os.cpu_count() or 2)
         self.progress = progress or Progress()
         self.chunker = Chunker(chunks.config.chunker)
+        self.protected = protected
         self._cancel = threading.Event()
 
     def run(self, req: UploadRequest) -> UploadResult:
@@ -84,9 +98,15 @@ class Uploader:
         if not req.paths:
             raise UsageError("give at least one folder or file to upload")
         self.log.check_new_version(req.dataset, list(req.tags))
+        path_filter = PathFilter(req.include, req.exclude)
+        for path in req.paths:
+            if self.protected is not None:
+                self.protected.check(path, "upload source")
         gc_seen = self.catalog.gc_seq()  # garbage collection folded before any deduplication
         self.chunks.refresh_packs()  # deduplicate against packs other clients wrote
-        scanned = scan(req.paths, PathFilter(req.include, req.exclude))
+        scanned = scan(req.paths, path_filter, self.protected)
+        if not scanned.files and not req.allow_empty:
+            raise UsageError(_nothing_selected(req, scanned))
         writer = self.chunks.writer()
         tree = TreeBuilder(writer.put_tree, self.chunks.config.manifest_node_entries)
         checksum = Checksum()
@@ -161,8 +181,8 @@ class Uploader:
             ex.shutdown(wait=True, cancel_futures=True)
 
     def _collect(self, item, stat_batch: list) -> tuple[FileEntry, bool]:
-        src, future = item
-        entry, reused = future.result()
+        _, future = item
+        entry, reused, src = future.result()
         if not reused and time.time() - entry.mtime_ns / 1e9 > RACY_SECONDS:
             stat_batch.append((_stat_key(src), _stat_value(src, entry)))
             if len(stat_batch) >= STAT_BATCH:
@@ -170,20 +190,46 @@ class Uploader:
                 stat_batch.clear()
         return entry, reused
 
-    def _process(self, src: SourceFile, writer: PackWriter) -> tuple[FileEntry, bool]:
+    def _process(self, src: SourceFile, writer: PackWriter) -> tuple[FileEntry, bool, SourceFile]:
+        """The file's entry, whether the stat cache supplied it, and the file's identity as read."""
         cached = self._cached_entry(src)
         if cached is not None:
-            return cached, True
+            return cached, True, src
+        previous = None
+        for _ in range(READ_ATTEMPTS):
+            read = self._read(src, writer)
+            if read is None:
+                continue  # changed while read: read it again
+            entry, seen, racy = read
+            if not racy or (previous is not None and (previous.digest, previous.size) == (entry.digest, entry.size)):
+                return entry, False, seen
+            previous = entry
+        raise SourceChangedError(f"{src.abspath}: changed while it was read ({READ_ATTEMPTS} attempts); nothing "
+                                 "was committed: upload again once it is no longer being written")
+
+    def _read(self, src: SourceFile, writer: PackWriter) -> tuple[FileEntry, SourceFile, bool] | None:
+        """Read, chunk and store the file once: its entry, its identity and whether the read was racy;
+        ``None`` when it changed during the read."""
+        try:
+            fd = os.open(src.abspath, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise SourceChangedError(f"{src.abspath}: disappeared while it was being read; nothing was committed") \
+                from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SourceChangedError(f"{src.abspath}: was replaced by a symbolic link while it was being read; "
+                                         "nothing was committed") from None
+            raise UsageError(f"{src.abspath}: cannot read: {exc.strerror}") from None
+        started_ns = time.time_ns()
         h = hashing.hasher()
         chunks = []
+        txn = self.index.snapshot()
         try:
-            f = open(src.abspath, "rb")
-        except OSError as exc:
-            raise UsageError(f"{src.abspath}: cannot read: {exc.strerror}") from None
-        txn = self.index.env.begin()
-        try:
-            with f:
-                for view in self.chunker.stream(f):
+            with os.fdopen(fd, "rb", buffering=0) as f:
+                before = os.fstat(fd)
+                if not stat.S_ISREG(before.st_mode):
+                    raise SourceChangedError(f"{src.abspath}: is no longer a regular file; nothing was committed")
+                for view in self.chunker.stream(_Capped(f, before.st_size + 1)):
                     if self._cancel.is_set():
                         raise Cancelled()
                     cid = hashing.digest(view)
@@ -194,13 +240,19 @@ class Uploader:
                         # a long-lived read snapshot keeps LMDB from reusing pages: the index
                         # file, and with it the mapped memory, would grow with the upload
                         txn.abort()
-                        txn = self.index.env.begin()
+                        txn = self.index.snapshot()
+                after = os.fstat(fd)
         except OSError as exc:
             raise UsageError(f"{src.abspath}: read failed: {exc.strerror}") from None
         finally:
             txn.abort()
         size = sum(n for _, n in chunks)
-        return FileEntry(src.path, size, src.mode, src.mtime_ns, h.digest(), tuple(chunks)), False
+        if _identity(before) != _identity(after) or size != before.st_size:
+            return None
+        seen = replace(src, size=size, mode=stat.S_IMODE(before.st_mode), mtime_ns=before.st_mtime_ns,
+                       ctime_ns=before.st_ctime_ns, ino=before.st_ino, dev=before.st_dev)
+        racy = before.st_ctime_ns >= started_ns - RACY_NS  # ctime: users cannot set it
+        return FileEntry(src.path, size, seen.mode, seen.mtime_ns, h.digest(), tuple(chunks)), seen, racy
 
     def _cached_entry(self, src: SourceFile) -> FileEntry | None:
         value = self.catalog.stat_lookup(_stat_key(src))
@@ -212,6 +264,39 @@ class Uploader:
         if not all(self.index.usable_location(cid) is not None for cid, _ in chunks):
             return None
         return FileEntry(src.path, size, src.mode, src.mtime_ns, digest, tuple((c, n) for c, n in chunks))
+
+
+class _Capped:
+    """A raw file that reads at most ``limit`` bytes: a file growing while it is read is not followed
+    for ever (one byte past its size already says it changed)."""
+
+    def __init__(self, f, limit: int) -> None:
+        self._f = f
+        self._left = limit
+
+    def readinto(self, view) -> int:
+        if self._left <= 0:
+            return 0
+        got = self._f.readinto(memoryview(view)[: self._left]) or 0
+        self._left -= got
+        return got
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
+
+
+def _nothing_selected(req: UploadRequest, scanned: ScanResult) -> str:
+    """Why an upload selected no file, for its one-line error."""
+    sources = ", ".join(req.paths)
+    reasons = []
+    if scanned.excluded:
+        reasons.append(f"{scanned.excluded} file(s) excluded by --include/--exclude")
+    if scanned.skipped:
+        reasons.append(f"{len(scanned.skipped)} skipped (symbolic links or special files)")
+    why = ", ".join(reasons) if reasons else "no files found"
+    return (f"nothing to upload from {sources}: {why}; nothing was committed "
+            "(--allow-empty commits an empty version)")
 
 
 class RescueNeeded(Exception):

@@ -20,9 +20,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.tools import require_tool
 from helpers.waiting import wait_for
 
 TERMINAL = {"COMPLETED", "FAILED", "FAILED_EXEC_TIMEOUT", "FAILED_QUEUE_TIMEOUT", "FAILED_CANCELED"}
+NAMESPACE_TOOLS = ("unshare", "nsenter", "ip")  # without them the runner falls back to plain processes
+
+
+def require_namespace_tools() -> None:
+    """Fail the test (naming the install command) if the runner's namespace mode lacks a program."""
+    for tool in NAMESPACE_TOOLS:
+        require_tool(tool)
 
 
 def pytest_configure(config):
@@ -104,16 +112,28 @@ class Osmo:
 
     def processes(self) -> list[str]:
         """Command lines of every process whose environment mentions this test's folder (the
-        supervisor, sidecars, taskinit and every task process inherit it)."""
+        supervisor, sidecars and taskinit inherit it), and of their descendants (task commands
+        start with a minimal environment of their own)."""
         marker = str(self.root).encode()
-        found = []
+        marked = set()
         for pid in os.listdir("/proc"):
             if not pid.isdigit() or int(pid) == os.getpid():
                 continue
             try:
                 with open(f"/proc/{pid}/environ", "rb") as f:
-                    if marker not in f.read():
-                        continue
+                    if marker in f.read():
+                        marked.add(pid)
+            except OSError:
+                continue
+        todo = list(marked)
+        while todo:
+            for child in _children(todo.pop()):
+                if child not in marked:
+                    marked.add(child)
+                    todo.append(child)
+        found = []
+        for pid in sorted(marked, key=int):
+            try:
                 with open(f"/proc/{pid}/stat") as f:
                     if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                         continue
@@ -122,6 +142,17 @@ class Osmo:
             except OSError:
                 continue
         return found
+
+
+def _children(pid: str) -> list[str]:
+    found = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found.extend(f.read().split())
+    except OSError:
+        pass
+    return found
 
 
 def tasks_of(info: dict) -> dict[str, dict]:
@@ -142,6 +173,7 @@ def write_spec(folder: Path, text: str, name: str = "workflow.yaml") -> Path:
 @pytest.fixture
 def osmo(tmp_path) -> Osmo:
     """Private state; namespaces where the machine allows them (the default), 1 s grace period."""
+    require_namespace_tools()
     runner = Osmo(tmp_path / "osmo")
     runner.pool(grace_period="1s", lead_head_start="0.2s")
     yield runner
@@ -157,6 +189,8 @@ def osmo(tmp_path) -> Osmo:
 @pytest.fixture(params=["namespaces", "none"])
 def any_osmo(request, tmp_path) -> Osmo:
     """The same as ``osmo``, once with namespaces and once with plain host processes."""
+    if request.param == "namespaces":
+        require_namespace_tools()
     runner = Osmo(tmp_path / "osmo", OSMO_ISOLATION=request.param)
     runner.pool(grace_period="1s", lead_head_start="0.2s")
     runner.mode = request.param

@@ -176,10 +176,10 @@ def test_the_pool_is_shared_by_workflows(osmo, tmp_path):
           resources:
             default: {cpu: 1}
           tasks:
-          - {name: work, image: u, command: [sleep, "2"]}
+          - {name: work, image: u, command: [sleep, "3"]}
         """)
     first = osmo.submit(spec, wait=False)
-    second = osmo.submit(spec, wait=False)
+    second = osmo.submit(spec, wait=False)  # submit checks the store first: a fraction of a second
     a, b = osmo.wait(first), osmo.wait(second)
     assert a["status"] == b["status"] == "COMPLETED"
     ga, gb = groups_of(a)["work-group"], groups_of(b)["work-group"]

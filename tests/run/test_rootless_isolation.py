@@ -30,6 +30,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.tools import require_tool
+
 from .conftest import Osmo, tasks_of
 
 NOBODY = 65534
@@ -73,8 +75,7 @@ def _blocker(path: str) -> str | None:
 def _nobody_argv(argv: list[str], stash: str, no_userns: bool = False) -> list[str]:
     """``argv`` as uid 65534, in a mount namespace where the interpreter can be reached."""
     for tool in ("unshare", "setpriv"):
-        if not shutil.which(tool):
-            pytest.fail(f"this test needs util-linux {tool}")
+        require_tool(tool)
     if os.geteuid() != 0:
         pytest.fail("this test starts the runner as uid 65534, which needs root to begin with")
     prefix = os.path.realpath(sys.base_prefix)

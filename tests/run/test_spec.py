@@ -3,16 +3,20 @@ naming the field and the line, and the value syntaxes (durations, exit codes, qu
 
 from __future__ import annotations
 
+import posixpath
 import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from osmo_run.spec import (Dag, DatasetInput, DatasetOutput, ExitAction, SpecError, TaskInput, UrlInput,
                            UrlOutput, canonical_name, format_workflow_id, load_file, load_text,
                            next_workflow_id, parse_bytes, parse_codes, parse_cpu, parse_duration,
                            parse_workflow_id)
 from osmo_run.spec.exit_actions import ExitActions
+from osmo_run.spec.filepaths import normalise_file_path, view_path
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "osmo-workflows"
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "osmo-workflows"
@@ -706,3 +710,137 @@ def test_dag_upstream_downstream_and_ready():
     assert dag.ready(done=[]) == ("a-group", "c-group")
     assert dag.ready(done=["a-group"], started=["c-group"]) == ("b-group",)
     assert dag.ready(done=["a-group", "b-group", "c-group"]) == ("d-group",)
+
+
+# -- files: paths, normalised as the task's view resolves them (osmo_run/spec/filepaths.py) ----------
+
+def _quoted(text: str) -> str:
+    """``text`` as a YAML double-quoted string: printable characters as they are, any other escaped."""
+    return '"' + "".join(c if c.isprintable() and c not in '"\\' else f"\\U{ord(c):08x}" for c in text) + '"'
+
+
+def _files_spec(*paths: str, inputs: str = "") -> str:
+    """A one-task spec whose ``files:`` are ``paths``; files[i] is on line 8 + i (+ inputs lines)."""
+    entries = "".join(f"\n   - {{path: {_quoted(p)}, contents: x}}" for p in paths)
+    return f"workflow:\n name: w\n tasks:\n - name: a\n   image: u\n   command: [x]\n{inputs}   files:{entries}\n"
+
+
+def test_file_paths_are_normalised_as_the_task_view_resolves_them():
+    task = load_text(_files_spec(
+        "/tmp/../var/tmp/x", "//etc/app.conf", "run.sh", "conf/../conf/./app.yaml", "../../top-level",
+        "{{output}}/a/../result.txt", "{{ input:up }}/../../output/from-input.txt", "/tmp/données/模型.yaml",
+        "/tmp/{{workflow_id}}/id.txt", "/osmo/work/abs.txt",
+        inputs="   inputs:\n   - task: other-1:up\n"), file="w.yaml").workflow.task("a")
+    assert [f.path for f in task.files] == [
+        "/var/tmp/x", "/etc/app.conf", "/osmo/work/run.sh", "/osmo/work/conf/app.yaml", "/top-level",
+        "/osmo/data/output/result.txt", "/osmo/data/output/from-input.txt", "/tmp/données/模型.yaml",
+        "/tmp/{{workflow_id}}/id.txt", "/osmo/work/abs.txt"]
+
+
+LONG_NAME = "n" * 256
+REFUSED_PATHS = {
+    "empty": ("", "must not be empty"),
+    "bare /": ("/", "names a folder"),
+    "bare /tmp/": ("/tmp/", "names a folder"),
+    "ends in ..": ("/tmp/x/..", "names a folder"),
+    "the output folder itself": ("{{output}}", "names a folder"),
+    "the working folder itself": (".", "names a folder"),
+    "proc through ..": ("/tmp/../proc/self/x", "'/proc/self/x') is under /proc"),
+    "sys": ("/sys/kernel/x", "under /sys"),
+    "dev from the output": ("/osmo/data/output/../../../dev/x", "under /dev"),
+    "dev/shm": ("/dev/shm/x", "under /dev"),
+    "relative into /osmo": ("./a/../../b", "(that is '/osmo/b') is under /osmo"),
+    "the inputs": ("{{input:0}}/x", "is under /osmo"),
+    "the runner's hosts file": ("/osmo/.hosts", "is under /osmo"),
+    "osmo data": ("/osmo/data/x", "is under /osmo"),
+    "NUL": ("/tmp/a\0b", "a NUL byte (U+0000)"),
+    "newline": ("/tmp/a\nb", "a control character (U+000A)"),
+    "escape": ("/tmp/\x1b[31mred", "a control character (U+001B)"),
+    "C1 control": ("/tmp/a\x85b", "a control character (U+0085)"),
+    "bidi override": ("/tmp/invoice\u202egnp.sh", "an invisible formatting character (U+202E)"),
+    "bidi isolate": ("/tmp/\u2066x", "an invisible formatting character (U+2066)"),
+    "zero-width space": ("/tmp/ad\u200bmin", "an invisible formatting character (U+200B)"),
+    "line separator": ("/tmp/a\u2028b", "a line separator (U+2028)"),
+    "private use": ("/tmp/\ue000", "a private-use character (U+E000)"),
+    "unassigned": ("/tmp/\U000e0fff", "an unassigned code point"),
+    "name over NAME_MAX": (f"/tmp/{LONG_NAME}", "a name of 256 bytes: the limit is 255 (NAME_MAX)"),
+    "multibyte name over NAME_MAX": ("/tmp/" + "é" * 128, "a name of 256 bytes"),
+    "path of PATH_MAX": ("/tmp" + "/d" * 2046, "is 4096 bytes long: the limit is 4095 (PATH_MAX)"),
+    "relative path over PATH_MAX once under /osmo/work": ("d/" * 2042 + "f", "bytes long: the limit is 4095"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_PATHS))
+def test_refused_file_paths_name_the_field_and_line(case):
+    path, words = REFUSED_PATHS[case]
+    with pytest.raises(SpecError) as caught:
+        load_text(_files_spec("/tmp/fine.sh", path, inputs="   inputs:\n   - task: other-1:up\n"), file="w.yaml")
+    err = caught.value
+    assert (err.path, err.line) == ("workflow.tasks[0].files[1].path", 11), str(err)
+    assert words in err.message, err.message
+    assert str(err).startswith("w.yaml:11: workflow.tasks[0].files[1].path: ") and "\n" not in str(err)
+
+
+@pytest.mark.parametrize("first, second, words", [
+    ("/tmp/run.sh", "/tmp/./x/../run.sh", "two files at path '/tmp/run.sh' (the first on line 8); "
+                                          "'/tmp/./x/../run.sh' is '/tmp/run.sh'"),
+    ("run.sh", "/osmo/work/run.sh", "two files at path '/osmo/work/run.sh' (the first on line 8)"),
+    ("{{output}}/r.txt", "/osmo/data/output/r.txt", "two files at path '/osmo/data/output/r.txt'"),
+    ("/tmp/a", "/tmp/a/b", "'/tmp/a' would be both a file and a folder ('/tmp/a' and '/tmp/a/b')"),
+    ("/etc/app/x", "//etc/app", "'/etc/app' would be both a file and a folder"),
+])
+def test_two_entries_at_one_file_after_normalisation_are_refused(first, second, words):
+    with pytest.raises(SpecError) as caught:
+        load_text(_files_spec(first, second), file="w.yaml")
+    assert (caught.value.path, caught.value.line) == ("workflow.tasks[0].files[1].path", 9)
+    assert words in caught.value.message, caught.value.message
+
+
+def test_the_longest_paths_and_names_allowed_are_accepted():
+    longest = "/tmp" + "/d" * 2045 + "x"  # 4095 bytes: PATH_MAX less the terminating NUL
+    name = "/tmp/" + "é" * 127 + "n"  # a name of 255 bytes in UTF-8
+    task = load_text(_files_spec(longest, name), file="w.yaml").workflow.task("a")
+    assert [len(f.path.encode()) for f in task.files] == [4095, 5 + 255]
+
+
+def test_ordinary_unicode_names_are_kept_as_written():
+    nfc, nfd = "/tmp/caf\u00e9.txt", "/tmp/cafe\u0301.txt"  # two different files on Linux
+    names = (nfc, nfd, "/tmp/🤖/ünïcödé ÿ.yaml", "/tmp/日本語/файл")
+    task = load_text(_files_spec(*names), file="w.yaml").workflow.task("a")
+    assert tuple(f.path for f in task.files) == names
+
+
+_NAMES = st.sampled_from(["", ".", "..", "a", "b", "osmo", "data", "output", "input", "work", "proc", "sys",
+                          "dev", "tmp", "etc", "é", "{{output}}", "{{input:0}}", "{{workflow_id}}"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(names=st.lists(_NAMES, max_size=12), absolute=st.booleans(), slashes=st.integers(1, 3))
+def test_a_normalised_accepted_path_never_escapes_the_allowed_roots(names, absolute, slashes):
+    written = ("/" * slashes if absolute else "") + "/".join(names)
+    try:
+        path = view_path(written, {"up": 0})
+    except ValueError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    assert path.startswith("/") and not path.startswith("//") and posixpath.normpath(path) == path
+    parts = path.split("/")[1:]
+    assert parts and all(p not in ("", ".", "..") for p in parts)
+    assert not any(path == r or path.startswith(r + "/") for r in ("/proc", "/sys", "/dev"))
+    if path == "/osmo" or path.startswith("/osmo/"):
+        assert path.startswith("/osmo/data/output/") or path.startswith("/osmo/work/")
+    assert path not in ("/tmp", "/osmo/data/output", "/osmo/work")
+    if "{{" not in written:
+        base = written if absolute else posixpath.join("/osmo/work", written)
+        assert path == "/" + posixpath.normpath(base).lstrip("/")  # what the kernel resolves, less links
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=80))
+def test_any_text_is_a_normalised_path_or_a_one_line_refusal(text):
+    try:
+        path = normalise_file_path(text)
+    except ValueError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert path.startswith("/") and posixpath.normpath(path) == path and normalise_file_path(path) == path

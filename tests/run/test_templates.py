@@ -246,3 +246,74 @@ def test_substitute_task_replaces_every_string():
     assert task.outputs[0].url == "s3://b/w-4/"
     assert task.files[0].contents == "cat /w/in/0/x"
     assert workflow.task("server").command[2] == "echo {{workflow_id}} > {{output}}/id"  # original untouched
+
+
+# -- limits of time, size and memory ------------------------------------------------------------------
+
+NASTY = {
+    "string repetition": "{{ 'x' * 10**10 }}",
+    "huge range": "{% for i in range(10**9) %}x{% endfor %}",
+    "nested loops": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    "nested loops over a list": "{% set xs = range(100000)|list %}{% for a in xs %}{% for b in xs %}{% endfor %}"
+                                "{% endfor %}",
+    "big power": "{{ 10 ** (10 ** 10) }}",
+    "percent width": "{{ '%999999999s' % 'x' }}",
+    "percent star width": "{{ '%*s' % (999999999, 'x') }}",
+    "format width": "{{ '{:>999999999}'.format('x') }}",
+    "padding filter": "{{ 'x' | center(999999999) }}",
+    "padding method": "{{ 'x'.ljust(999999999) }}",
+    "doubling macro": "{% macro grow(s) %}{{ grow(s ~ s) }}{% endmacro %}{{ grow('x') }}",
+    "doubling statements": "{% set a = 'x' * 16000000 %}" + "".join(
+        f"{{% set {n} = {p} ~ {p} %}}" for p, n in zip("abcdefgh", "bcdefghi")) + "{{ i | length }}",
+    "long output": "{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}",
+    "deep recursion": "{% macro down(n) %}{{ down(n + 1) }}{% endmacro %}{{ down(0) }}",
+}
+
+# Each nasty template in a fresh Python, as `osmo workflow validate` runs it: the error, the seconds it
+# took and the peak memory of the process.
+_PROBE = """
+import json, resource, sys, time
+from osmo_run.spec import SpecError, load_text
+results = {}
+for name, body in json.loads(sys.stdin.read()).items():
+    text = "workflow:\\n  name: w\\n  tasks:\\n  - name: t\\n    image: u\\n    command:\\n    - echo\\n    - " + body + "\\n"
+    start = time.monotonic()
+    try:
+        load_text(text, file="nasty.yaml")
+        error = None
+    except SpecError as exc:
+        error = str(exc)
+    results[name] = [error, time.monotonic() - start]
+results["peak MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(results))
+"""
+
+
+def test_nasty_templates_fail_in_seconds_with_bounded_memory():
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _PROBE], input=json.dumps(NASTY), capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    for name in NASTY:
+        error, seconds = results[name]
+        assert error is not None and "template exceeds a limit: " in error, (name, error)
+        assert error.startswith("nasty.yaml"), (name, error)
+        assert seconds < 6.5, (name, seconds)
+        if name not in ("long output",):
+            assert error.startswith("nasty.yaml:8: "), (name, error)  # the line of the expression
+    assert results["peak MiB"] < 400, results
+    assert "rendering took longer than 5 s" in results["nested loops"][0]
+    assert "range() of 1000000000 items (at most 100000)" in results["huge range"][0]
+    assert "a repetition of 1 x 10000000000 items" in results["string repetition"][0]
+
+
+def test_templates_within_the_limits_still_render():
+    text = ("{% for i in range(3) %}{{ i }}{% endfor %} {{ 'ab' * 3 }} {{ 2 ** 64 }} {{ '%5s' % 'x' }} "
+            "{{ 'x' | center(7) }}|{{ '{:>4}'.format(1) }} {{ [1, 2] + [3] }} {{ range(4) | length }} "
+            "{{ range(10)[3] }} {{ '%d' % 10**20 }} {{ '%d' | format(10**20) }}\n")
+    assert render_template(text, {}) == ("012 ababab 18446744073709551616     x    x   |   1 [1, 2, 3] 4 3 "
+                                         "100000000000000000000 100000000000000000000\n")

@@ -13,13 +13,13 @@ Command line (what ``.ci/install-services.sh`` runs)::
     python -m tests.servers.azurite locate    # exit status 1 if not installed
     python -m tests.servers.azurite smoke     # start, create a container, stop
 
-The server binds 127.0.0.1 on a free port, keeps its data in a temporary folder that ``stop()`` removes,
-and exits by itself if this process dies (a preloaded script exits when its stdin pipe closes).
+The server binds 127.0.0.1 on a free port, keeps its data in a temporary folder that ``stop()`` removes
+(also run at exit: ``ManagedServer``, ``base.py``), and exits by itself if this process dies (a preloaded
+script exits when its stdin pipe closes).
 """
 
 from __future__ import annotations
 
-import atexit
 import fcntl
 import os
 import shutil
@@ -28,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from .base import ManagedServer, free_port
 
 VERSION = "3.36.0"
 INSTALL_HINT = "run .ci/install-services.sh (or: python -m tests.servers.azurite install)"
@@ -130,17 +132,12 @@ def connection_string(port: int, host: str = "127.0.0.1") -> str:
             f"BlobEndpoint=http://{host}:{port}/{ACCOUNT};")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class AzuriteServer:
+class AzuriteServer(ManagedServer):
     """``start()``, then ``connection_string``/``blob_endpoint``/``make_container(name)``, then ``stop()``."""
 
-    def __init__(self, version: str = VERSION) -> None:
+    def __init__(self, version: str = VERSION, start_timeout: float = 30.0) -> None:
         self.version = version
+        self.start_timeout = start_timeout
         self.port = 0
         self.connection_string = ""
         self.blob_endpoint = ""
@@ -148,7 +145,8 @@ class AzuriteServer:
         self._location = ""
         self._stderr = None
 
-    def start(self, timeout: float = 30.0) -> "AzuriteServer":
+    def _start(self) -> None:
+        timeout = self.start_timeout
         prefix = locate(self.version)
         if prefix is None:
             raise AzuriteNotInstalled(f"Azurite {self.version} is not installed in {install_dir(self.version)}; "
@@ -158,9 +156,8 @@ class AzuriteServer:
         watch = os.path.join(self._location, "parent-watch.js")
         with open(watch, "w") as f:
             f.write(_PARENT_WATCH_JS)
-        atexit.register(self.stop)
         for attempt in range(3):  # the free port can be taken between probing and binding
-            port = _free_port()
+            port = free_port()
             data = os.path.join(self._location, f"data-{attempt}")
             os.makedirs(data)
             self._stderr = open(os.path.join(self._location, f"stderr-{attempt}.txt"), "w+b")
@@ -176,12 +173,11 @@ class AzuriteServer:
                 self.port = port
                 self.connection_string = connection_string(port)
                 self.blob_endpoint = f"http://127.0.0.1:{port}/{ACCOUNT}"
-                return self
+                return
             err = self._read_stderr()
             self._kill()
             if outcome == "exited" and "EADDRINUSE" in err and attempt < 2:
                 continue
-            self.stop()
             what = "exited early" if outcome == "exited" else f"did not accept connections within {timeout:.0f}s"
             raise RuntimeError(f"Azurite {self.version} on 127.0.0.1:{port} {what}; its stderr:\n"
                                f"{err or '(empty)'}\n(if the install is broken: {INSTALL_HINT})")
@@ -239,19 +235,12 @@ class AzuriteServer:
         with self.service_client() as client:
             client.delete_container(name)
 
-    def stop(self) -> None:
+    def _stop(self) -> None:
         """Terminate (SIGTERM, then SIGKILL after 5 s), reap, and remove the data folder. Idempotent."""
         self._kill()
         if self._location:
             shutil.rmtree(self._location, ignore_errors=True)
             self._location = ""
-        atexit.unregister(self.stop)
-
-    def __enter__(self) -> "AzuriteServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def main(argv: list[str]) -> int:

@@ -14,9 +14,10 @@ admission plugin is off (no token controller in the first tier), so pods get no 
 Binaries: kube-* and kubemark built from Debian's ``kubernetes`` source by ``.ci/install-kube.sh`` into
 ``~/.cache/osmo-kube/current/bin`` (``OSMO_KUBE_BIN`` overrides that directory); etcd from Debian's
 ``etcd-server``. Missing binaries raise :class:`KubeError` naming the script: tests fail, never skip.
-Every daemon runs in its own process group with PR_SET_PDEATHSIG (it dies with the test process even on
-SIGKILL); ``stop()`` (also run at exit) kills them all and removes the directory; a directory left by a
-SIGKILLed run is removed by the next ``start()``. Timings and memory: docs/KUBE-TEST-SERVERS.md.
+The life cycle is ``DaemonServer``'s (``base.py``): every daemon runs in its own process group with
+PR_SET_PDEATHSIG (it dies with the test process even on SIGKILL); ``stop()`` (also run at exit) kills them
+all and removes the directory; a directory left by a SIGKILLed run is removed by the next ``start()``.
+Timings and memory: docs/KUBE-TEST-SERVERS.md.
 
 Manual use (foreground, Ctrl-C stops and cleans up)::
 
@@ -25,8 +26,6 @@ Manual use (foreground, Ctrl-C stops and cleans up)::
 
 from __future__ import annotations
 
-import atexit
-import ctypes
 import datetime
 import ipaddress
 import json
@@ -34,25 +33,21 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import ssl
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
-import weakref
 
 import yaml
+
+from .base import DaemonServer, free_port
 
 INSTALL_HINT = "build them with: bash .ci/install-kube.sh (once, ~7 min; cached in ~/.cache/osmo-kube)"
 KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubemark")
 DIR_PREFIX = "osmo-kubetest-"
 SERVICE_CIDR = "10.96.0.0/16"
 NODE_NAME = "osmo-hollow-node"
-_LIVE: "weakref.WeakSet[KubeServer]" = weakref.WeakSet()
 
 
 class KubeError(RuntimeError):
@@ -69,17 +64,6 @@ def bin_dir() -> str:
 def missing_binaries() -> list[str]:
     missing = [os.path.join(bin_dir(), b) for b in KUBE_BINARIES if not os.access(os.path.join(bin_dir(), b), os.X_OK)]
     return missing + (["etcd"] if shutil.which("etcd") is None else [])
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel kills the daemon if the test process dies (PR_SET_PDEATHSIG)."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def _write_pki(d: str) -> None:
@@ -132,84 +116,57 @@ def _write_pki(d: str) -> None:
                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
-class KubeServer:
+class KubeServer(DaemonServer):
     """etcd + kube-apiserver (+ optionally controller-manager, scheduler, hollow node), children of this process."""
 
+    dir_prefix = DIR_PREFIX
+    error = KubeError
+
     def __init__(self, *, start_timeout: float = 90.0) -> None:
+        super().__init__()
         self.start_timeout = start_timeout
         self.token = secrets.token_hex(24)
-        self.dir: str | None = None
-        self.procs: dict[str, subprocess.Popen] = {}
         self.etcd_port = 0
         self.port = 0
         self.server = ""
         self.kubeconfig = ""
         self.node_name = ""
-        self.start_seconds = 0.0
         self.cluster_seconds = 0.0
 
     # ----------------------------------------------------------------------------------------- lifecycle
-    def start(self) -> "KubeServer":
+    def _start(self) -> None:
         missing = missing_binaries()
         if missing:
             raise KubeError(f"Kubernetes test binaries not found: {', '.join(missing)}; {INSTALL_HINT}")
-        t0 = time.monotonic()
-        _remove_stale_dirs()
-        self.dir = tempfile.mkdtemp(prefix=DIR_PREFIX)
-        _LIVE.add(self)
-        with open(os.path.join(self.dir, "owner.pid"), "w") as f:
-            f.write(str(os.getpid()))
+        self.make_dir()
+        _write_pki(self.dir)
+        with open(os.path.join(self.dir, "tokens.csv"), "w") as f:
+            f.write(f"{self.token},admin,admin-uid,system:masters\n")
+        self.etcd_port, self.port = free_port(), free_port()
+        self.server = f"https://127.0.0.1:{self.port}"
+        self._write_kubeconfig()
+        self._start_etcd()
+        self.start_apiserver()
+
+    @classmethod
+    def remove_dir(cls, path: str) -> None:
+        """Remove a server directory, and the /tmp/hollow-kubelet.* directory its hollow node logged (kubemark
+        makes that one under /tmp whatever TMPDIR says) and the runtime socket."""
         try:
-            os.makedirs(os.path.join(self.dir, "log"))
-            _write_pki(self.dir)
-            with open(os.path.join(self.dir, "tokens.csv"), "w") as f:
-                f.write(f"{self.token},admin,admin-uid,system:masters\n")
-            self.etcd_port, self.port = _free_port(), _free_port()
-            self.server = f"https://127.0.0.1:{self.port}"
-            self._write_kubeconfig()
-            self._start_etcd()
-            self.start_apiserver()
-        except BaseException:
-            self.stop()
-            raise
-        self.start_seconds = time.monotonic() - t0
-        return self
-
-    def __enter__(self) -> "KubeServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """Stop the daemons in reverse start order (SIGTERM to the process group, SIGKILL after 5 s), remove
-        the directory and the hollow kubelet's directory."""
-        for name in reversed(list(self.procs)):
-            self._stop_proc(name)
-        if self.dir:
-            _remove_dir(self.dir)
-            self.dir = None
-
-    def _stop_proc(self, name: str, graceful: bool = True) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None:
-            return
-        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 30))[0 if graceful else 1:]:
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+            with open(os.path.join(path, "log", "kubemark.log"), errors="replace") as f:
+                m = re.search(r"Using (\S+) as root dir for hollow-kubelet", f.read())
+            if m and os.path.basename(m.group(1)).startswith("hollow-kubelet."):
+                shutil.rmtree(m.group(1), ignore_errors=True)
+                _remove_runtime_socket()
+        except OSError:
+            pass
+        shutil.rmtree(path, ignore_errors=True)
 
     def start_apiserver(self) -> float:
         """Start kube-apiserver (again) on ``self.port`` and wait until it is ready; returns the seconds taken."""
         t0 = time.monotonic()
         d = self.dir
-        self._spawn("kube-apiserver", [
+        self.spawn("kube-apiserver", [
             os.path.join(bin_dir(), "kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.port}",
@@ -221,12 +178,12 @@ class KubeServer:
             "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true", "--profiling=false",
             f"--cert-dir={d}/certs",
         ])
-        self._wait(self._ready, f"kube-apiserver ready on {self.server}")
+        self.wait_until(self._ready, f"kube-apiserver ready on {self.server}")
         return time.monotonic() - t0
 
     def stop_apiserver(self, graceful: bool = True) -> None:
         """SIGTERM (SIGKILL after 5 s: open watches keep it from finishing), or SIGKILL at once (a crash)."""
-        self._stop_proc("kube-apiserver", graceful)
+        self.stop_daemon("kube-apiserver", graceful)
 
     def restart_apiserver(self, graceful: bool = True) -> float:
         """Stop the API server and start it on the same port with the same etcd; returns the seconds taken."""
@@ -241,18 +198,18 @@ class KubeServer:
         t0 = time.monotonic()
         d, kc = self.dir, self.kubeconfig
         common = [f"--kubeconfig={kc}", "--leader-elect=false", "--port=0", "--secure-port=0", "--profiling=false"]
-        self._spawn("kube-controller-manager", [
+        self.spawn("kube-controller-manager", [
             os.path.join(bin_dir(), "kube-controller-manager"), *common,
             f"--service-account-private-key-file={d}/sa.key", f"--root-ca-file={d}/ca.crt",
             "--use-service-account-credentials=false", "--node-monitor-period=1s",
         ])
-        self._spawn("kube-scheduler", [os.path.join(bin_dir(), "kube-scheduler"), *common])
-        self._spawn("kubemark", [
+        self.spawn("kube-scheduler", [os.path.join(bin_dir(), "kube-scheduler"), *common])
+        self.spawn("kubemark", [
             os.path.join(bin_dir(), "kubemark"), "--morph=kubelet", f"--name={node_name}", f"--kubeconfig={kc}",
-            f"--kubelet-port={_free_port()}", "--kubelet-read-only-port=0", "--kube-api-content-type=application/json",
+            f"--kubelet-port={free_port()}", "--kubelet-read-only-port=0", "--kube-api-content-type=application/json",
         ])
         self.node_name = node_name
-        self._wait(self._node_ready, f"hollow node {node_name} Ready and schedulable")
+        self.wait_until(self._node_ready, f"hollow node {node_name} Ready and schedulable")
         self.cluster_seconds = time.monotonic() - t0
         return self
 
@@ -270,31 +227,16 @@ class KubeServer:
             yaml.safe_dump(cfg, f)
 
     def _start_etcd(self) -> None:
-        peer = f"http://127.0.0.1:{_free_port()}"
+        peer = f"http://127.0.0.1:{free_port()}"
         client = f"http://127.0.0.1:{self.etcd_port}"
-        self._spawn("etcd", [
+        self.spawn("etcd", [
             shutil.which("etcd"), "--name=osmo", f"--data-dir={self.dir}/etcd", "--unsafe-no-fsync",
             f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
             f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}", f"--initial-cluster=osmo={peer}",
             "--logger=zap", "--log-outputs=stderr", "--log-level=warn",
         ])
-        self._wait(lambda: self._http_json(f"{client}/health").get("health") == "true", f"etcd healthy on {client}")
-
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        with open(os.path.join(self.dir, "log", f"{name}.log"), "ab") as out:
-            self.procs[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                cwd=self.dir, start_new_session=True, preexec_fn=_die_with_parent)
-
-    def _wait(self, check, what: str) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise KubeError(f"{name} exited ({proc.returncode}) while waiting for {what}\n{self.log_tails()}")
-            if check():
-                return
-            time.sleep(0.2)
-        raise KubeError(f"timed out after {self.start_timeout:.0f} s waiting for {what}\n{self.log_tails()}")
+        self.wait_until(lambda: self._http_json(f"{client}/health").get("health") == "true",
+                        f"etcd healthy on {client}")
 
     def _http_json(self, url: str) -> dict:
         """GET url (the API server with the token and CA); {} on any error or non-2xx answer."""
@@ -330,43 +272,9 @@ class KubeServer:
     def env(self) -> dict[str, str]:
         return {"KUBECONFIG": self.kubeconfig}
 
-    def pids(self) -> dict[str, int]:
-        return {name: p.pid for name, p in self.procs.items() if p.poll() is None}
-
     def rss_bytes(self) -> dict[str, int]:
         """Resident memory per daemon (from /proc)."""
-        out = {}
-        for name, pid in self.pids().items():
-            try:
-                with open(f"/proc/{pid}/status") as f:
-                    out[name] = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
-            except (OSError, StopIteration):
-                pass
-        return out
-
-    def log_tails(self, lines: int = 20) -> str:
-        logdir = os.path.join(self.dir or "", "log")
-        parts = []
-        for fname in sorted(os.listdir(logdir)) if self.dir and os.path.isdir(logdir) else []:
-            with open(os.path.join(logdir, fname), errors="replace") as f:
-                tail = f.readlines()[-lines:]
-            if tail:
-                parts.append(f"--- {fname} (last {len(tail)} lines) ---\n{''.join(tail)}")
-        return "\n".join(parts)
-
-
-def _remove_dir(path: str) -> None:
-    """Remove a server directory, and the /tmp/hollow-kubelet.* directory its hollow node logged (kubemark
-    makes that one under /tmp whatever TMPDIR says) and the runtime socket."""
-    try:
-        with open(os.path.join(path, "log", "kubemark.log"), errors="replace") as f:
-            m = re.search(r"Using (\S+) as root dir for hollow-kubelet", f.read())
-        if m and os.path.basename(m.group(1)).startswith("hollow-kubelet."):
-            shutil.rmtree(m.group(1), ignore_errors=True)
-            _remove_runtime_socket()
-    except OSError:
-        pass
-    shutil.rmtree(path, ignore_errors=True)
+        return self.rss_by_daemon()
 
 
 def _remove_runtime_socket() -> None:
@@ -385,34 +293,10 @@ def _remove_runtime_socket() -> None:
         pass
 
 
-def _remove_stale_dirs() -> None:
-    """Remove server directories left by test processes that were SIGKILLed (their daemons died with them)."""
-    root = tempfile.gettempdir()
-    for name in os.listdir(root):
-        if not name.startswith(DIR_PREFIX):
-            continue
-        path = os.path.join(root, name)
-        try:
-            with open(os.path.join(path, "owner.pid")) as f:
-                os.kill(int(f.read()), 0)
-        except ProcessLookupError:
-            _remove_dir(path)
-        except (OSError, ValueError):
-            pass  # being created, or not ours to judge
-
-
-@atexit.register
-def _stop_all() -> None:
-    for server in list(_LIVE):
-        server.stop()
-
-
 def main() -> None:
     server = KubeServer()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        server.start()
+
+    def announce() -> None:
         print(f"kube-apiserver ready in {server.start_seconds:.1f} s at {server.server}")
         if "--cluster" in sys.argv:
             server.start_cluster()
@@ -420,14 +304,9 @@ def main() -> None:
         rss = server.rss_bytes()
         print("RSS: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in rss.items()) +
               f"; total {sum(rss.values()) / 2**20:.0f} MiB")
-        print(f"export KUBECONFIG={server.kubeconfig}\nCtrl-C to stop", flush=True)
-        while all(p.poll() is None for p in server.procs.values()):
-            time.sleep(1)
-        print("a daemon exited:\n" + server.log_tails(), file=sys.stderr)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+        print(f"export KUBECONFIG={server.kubeconfig}")
+
+    server.run_in_foreground(announce)
 
 
 if __name__ == "__main__":

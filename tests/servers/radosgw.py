@@ -8,9 +8,10 @@ process on free loopback ports, creates an S3 user with a fixed key, and removes
 
 Needs the Debian packages installed by ``.ci/install-radosgw.sh``. Measured on 2 cores: ready in ~2 s
 (1.9-4 s; 12 s with Ceph's default 1 s paxos propose interval), ~130 MiB RSS for the three daemons plus
-whatever the memstore holds (objects live in the OSD's memory, capped at ``memstore_bytes``). The daemons
-get PR_SET_PDEATHSIG, so they die with the thread that started them even if the test process is SIGKILLed;
-the directory such a process leaves is removed by the next ``start()``.
+whatever the memstore holds (objects live in the OSD's memory, capped at ``memstore_bytes``). The life cycle
+is ``DaemonServer``'s (``base.py``): the daemons get PR_SET_PDEATHSIG, so they die with the thread that
+started them even if the test process is SIGKILLed; the directory such a process leaves is removed by the
+next ``start()``; ``stop()`` also runs at exit.
 
 Manual use (foreground, Ctrl-C stops and cleans up)::
 
@@ -19,18 +20,15 @@ Manual use (foreground, Ctrl-C stops and cleans up)::
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
-import tempfile
-import time
 import urllib.error
 import urllib.request
 import uuid
+
+from .base import DaemonServer, die_with_parent, free_port
 
 INSTALL_HINT = "install the Ceph packages with: sudo .ci/install-radosgw.sh"
 BINARIES = ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "ceph", "monmaptool")
@@ -46,17 +44,6 @@ class RadosgwError(RuntimeError):
 
 def missing_binaries() -> list[str]:
     return [b for b in BINARIES if shutil.which(b) is None and not os.access(f"/usr/bin/{b}", os.X_OK)]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel kills the daemon if the test process dies (PR_SET_PDEATHSIG)."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
 CONF = """\
@@ -118,85 +105,49 @@ rgw enable ops log = false
 """
 
 
-class RadosgwServer:
-    """One mon + one memstore OSD + one radosgw, all children of this process, in a temporary directory."""
+class RadosgwServer(DaemonServer):
+    """One mon + one memstore OSD + one radosgw, all children of this process, in a temporary directory.
+
+    ``stop()`` stops them in reverse start order (rgw, osd, mon: ~0.5 s; rgw stalls if the mon goes first),
+    SIGKILLing any that has not exited within 3 s, and removes the directory."""
+
+    dir_prefix = DIR_PREFIX
+    error = RadosgwError
+    daemon_label = "ceph {name}"
+    log_suffix = ".stdout"  # the daemons write their own log/<name>.log
+    term_grace = 3.0
+    poll_interval = 0.25
 
     def __init__(self, *, memstore_bytes: int = 2 << 30, start_timeout: float = 120.0) -> None:
+        super().__init__()
         self.memstore_bytes = memstore_bytes
         self.start_timeout = start_timeout
         self.key = ACCESS_KEY
         self.secret = SECRET_KEY
         self.region = REGION
-        self.dir: str | None = None
         self.conf = ""
-        self.procs: dict[str, subprocess.Popen] = {}
         self.rgw_port = 0
         self.endpoint_url = ""
-        self.start_seconds = 0.0
 
     # ----------------------------------------------------------------------------------------- lifecycle
-    def start(self) -> "RadosgwServer":
+    def _start(self) -> None:
         missing = missing_binaries()
         if missing:
             raise RadosgwError(f"Ceph binaries not found: {', '.join(missing)}; {INSTALL_HINT}")
-        t0 = time.monotonic()
-        _remove_stale_dirs()
-        self.dir = tempfile.mkdtemp(prefix=DIR_PREFIX)
-        with open(os.path.join(self.dir, "owner.pid"), "w") as f:
-            f.write(str(os.getpid()))
-        try:
-            self._bootstrap()
-        except BaseException:
-            self.stop()
-            raise
-        self.start_seconds = time.monotonic() - t0
-        return self
-
-    def __enter__(self) -> "RadosgwServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        """SIGTERM the daemons in reverse start order (rgw, osd, mon: ~0.5 s; rgw stalls if the mon goes
-        first), SIGKILL any that has not exited within 3 s, reap them all, remove the directory."""
-        for proc in reversed(list(self.procs.values())):
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
-        if self.dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def pids(self) -> dict[str, int]:
-        return {name: p.pid for name, p in self.procs.items() if p.poll() is None}
+        self.make_dir()
+        self._bootstrap()
 
     def rss_bytes(self) -> int:
         """Resident memory of all the daemons together (from /proc)."""
-        total = 0
-        for pid in self.pids().values():
-            try:
-                with open(f"/proc/{pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmRSS:"):
-                            total += int(line.split()[1]) * 1024
-            except OSError:
-                pass
-        return total
+        return sum(self.rss_by_daemon().values())
 
     # ----------------------------------------------------------------------------------------- bootstrap
     def _bootstrap(self) -> None:
         d = self.dir
-        for sub in ("run", "log", "mon/mon.a", "osd/osd.0"):
+        for sub in ("run", "mon/mon.a", "osd/osd.0"):
             os.makedirs(os.path.join(d, sub), exist_ok=True)
-        self.rgw_port = _free_port()
-        mon_port = _free_port()
+        self.rgw_port = free_port()
+        mon_port = free_port()
         osd_port_min = _free_port_range(8)
         fsid = str(uuid.uuid4())
         self.conf = os.path.join(d, "ceph.conf")
@@ -208,19 +159,19 @@ class RadosgwServer:
         monmap = os.path.join(d, "monmap")
         self._run("monmaptool", "--create", "--fsid", fsid, "--addv", "a", f"[v2:127.0.0.1:{mon_port}]", monmap)
         self._run("ceph-mon", "--mkfs", "-i", "a", "--monmap", monmap)
-        self._daemon("mon", "ceph-mon", "-f", "-i", "a")
+        self.spawn("mon", self._cmd("ceph-mon", "-f", "-i", "a"))
 
         osd_uuid = str(uuid.uuid4())
         osd_id = self._run("ceph", "osd", "new", osd_uuid, timeout=60).strip()
         if osd_id != "0":
             raise RadosgwError(f"expected osd id 0, got {osd_id!r}")
         self._run("ceph-osd", "-i", "0", "--mkfs", "--osd-uuid", osd_uuid)
-        self._daemon("osd", "ceph-osd", "-f", "-i", "0")
-        self._wait(self._osd_up, "osd.0 up")
+        self.spawn("osd", self._cmd("ceph-osd", "-f", "-i", "0"))
+        self.wait_until(self._osd_up, "osd.0 up")
 
-        self._daemon("rgw", "radosgw", "-f", "-n", "client.rgw")
+        self.spawn("rgw", self._cmd("radosgw", "-f", "-n", "client.rgw"))
         self.endpoint_url = f"http://127.0.0.1:{self.rgw_port}"
-        self._wait(self._s3_answers, f"radosgw answering on {self.endpoint_url}")
+        self.wait_until(self._s3_answers, f"radosgw answering on {self.endpoint_url}")
         self._run("radosgw-admin", "-n", "client.rgw", "user", "create", "--uid=osmo-test",
                   "--display-name=osmo test", f"--access-key={self.key}", f"--secret-key={self.secret}",
                   timeout=60)
@@ -231,31 +182,13 @@ class RadosgwServer:
     def _run(self, exe: str, *args: str, timeout: float = 60) -> str:
         argv = self._cmd(exe, *args) if exe != "monmaptool" else [exe, *args]
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, preexec_fn=_die_with_parent)
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, preexec_fn=die_with_parent)
         except subprocess.TimeoutExpired:
             raise RadosgwError(f"{' '.join(argv)} timed out after {timeout} s\n{self.log_tails()}") from None
         if proc.returncode != 0:
             raise RadosgwError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}\n"
                                f"{self.log_tails()}")
         return proc.stdout
-
-    def _daemon(self, name: str, exe: str, *args: str) -> None:
-        out = open(os.path.join(self.dir, "log", f"{name}.stdout"), "wb")
-        self.procs[name] = subprocess.Popen(self._cmd(exe, *args), stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        out.close()
-
-    def _wait(self, check, what: str) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise RadosgwError(f"ceph {name} exited ({proc.returncode}) while waiting for {what}\n"
-                                       f"{self.log_tails()}")
-            if check():
-                return
-            time.sleep(0.25)
-        raise RadosgwError(f"timed out after {self.start_timeout:.0f} s waiting for {what}\n{self.log_tails()}")
 
     def _osd_up(self) -> bool:
         try:
@@ -273,18 +206,6 @@ class RadosgwServer:
             return e.code < 500
         except OSError:
             return False
-
-    def log_tails(self, lines: int = 25) -> str:
-        if not self.dir:
-            return ""
-        parts = []
-        logdir = os.path.join(self.dir, "log")
-        for fname in sorted(os.listdir(logdir)) if os.path.isdir(logdir) else []:
-            with open(os.path.join(logdir, fname), errors="replace") as f:
-                tail = f.readlines()[-lines:]
-            if tail:
-                parts.append(f"--- {fname} (last {len(tail)} lines) ---\n{''.join(tail)}")
-        return "\n".join(parts)
 
     # ----------------------------------------------------------------------------------------- S3 helpers
     def client(self):
@@ -316,26 +237,10 @@ class RadosgwServer:
                 "AWS_DEFAULT_REGION": self.region, "AWS_ENDPOINT_URL": self.endpoint_url}
 
 
-def _remove_stale_dirs() -> None:
-    """Remove cluster directories left by test processes that were SIGKILLed (their daemons died with them)."""
-    root = tempfile.gettempdir()
-    for name in os.listdir(root):
-        path = os.path.join(root, name)
-        if not name.startswith(DIR_PREFIX):
-            continue
-        try:
-            with open(os.path.join(path, "owner.pid")) as f:
-                os.kill(int(f.read()), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except (OSError, ValueError):
-            pass  # being created, or not ours to judge
-
-
 def _free_port_range(n: int) -> int:
     """A start port p such that p..p+n-1 are currently free on 127.0.0.1 (for the OSD's messengers)."""
     for _ in range(200):
-        p = _free_port()
+        p = free_port()
         if p + n > 65535:
             continue
         socks = []
@@ -355,22 +260,14 @@ def _free_port_range(n: int) -> int:
 
 def main() -> None:
     server = RadosgwServer()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
-    try:
-        server.start()
+
+    def announce() -> None:
         print(f"radosgw ready in {server.start_seconds:.1f} s, daemons {server.pids()}, "
               f"RSS {server.rss_bytes() / 2**20:.0f} MiB, data in {server.dir}")
         for k, v in server.env().items():
             print(f"export {k}={v}")
-        print("Ctrl-C to stop", flush=True)
-        while all(p.poll() is None for p in server.procs.values()):
-            time.sleep(1)
-        print("a daemon exited:\n" + server.log_tails(), file=sys.stderr)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+
+    server.run_in_foreground(announce)
 
 
 if __name__ == "__main__":

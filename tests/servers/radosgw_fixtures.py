@@ -6,9 +6,10 @@
   afterwards. Its ``env`` is also put into ``os.environ`` for the test (monkeypatch), so code that only
   gets ``url`` reaches the cluster in-process exactly as a subprocess given ``env`` does.
 
-If the Ceph binaries are missing or the cluster does not come up, the fixture FAILS (never skips) with a
-message naming ``.ci/install-radosgw.sh``. Use them with ``from servers.radosgw_fixtures import *``
-(``tests/`` is on ``sys.path`` in the test session, as for ``helpers``).
+If the Ceph binaries are missing (``require_tool``, tests/helpers/tools.py) or the cluster does not come
+up, the fixture FAILS (never skips) with a message naming ``.ci/install-radosgw.sh``. Use them with
+``from servers.radosgw_fixtures import *`` (``tests/`` is on ``sys.path`` in the test session, as for
+``helpers``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from helpers.tools import require_tool
+
 from .fixtures import S3Bucket
-from .radosgw import RadosgwServer, missing_binaries
+from .radosgw import BINARIES, RadosgwServer
 
 __all__ = ["RadosgwBucket", "radosgw_server", "radosgw_bucket"]
 
@@ -43,16 +46,14 @@ class RadosgwBucket(S3Bucket):
 
 @pytest.fixture(scope="session")
 def radosgw_server():
-    missing = missing_binaries()
-    if missing:
-        pytest.fail(f"Ceph binaries not found ({', '.join(missing)}): the radosgw tier needs them.\n"
-                    f"Install them with: sudo bash {INSTALL_SCRIPT}", pytrace=False)
+    for binary in BINARIES:
+        require_tool(binary)
     server = RadosgwServer()
     try:
         server.start()
     except Exception as exc:  # noqa: BLE001 - any start failure must become a clear test failure
         pytest.fail(f"Ceph radosgw cluster could not start: {type(exc).__name__}: {exc}\n"
-                    f"(packages come from: sudo bash {INSTALL_SCRIPT})", pytrace=False)
+                    f"(packages come from: bash {INSTALL_SCRIPT})", pytrace=False)
     yield server
     server.stop()
 

