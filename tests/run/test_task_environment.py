@@ -37,6 +37,8 @@ TOKEN = "tok-0123456789abcdef"
 USER = "robot-user"
 HOST_SECRET = "host-shell-secret-value"
 SECRETS = (KEY_ID, SECRET, TOKEN, USER)
+# the interpreter itself, not a `python3` found on PATH: a wrapper there (pyenv's shims) adds variables
+PYTHON = sys.executable
 
 # The task prints a digest of every variable (values themselves would be masked), the digest and
 # mode of each credential file, then the raw values, one of them in two pieces written apart.
@@ -92,7 +94,7 @@ def _spec(tmp_path: Path) -> Path:
             - name: creds
               lead: true
               image: ubuntu
-              command: [python3, -c, {json.dumps(DUMP)}]
+              command: [{json.dumps(PYTHON)}, -c, {json.dumps(DUMP)}]
               environment: {{GREETING: hello}}
               credentials:
                 my_s3:
@@ -101,7 +103,7 @@ def _spec(tmp_path: Path) -> Path:
                 robot: /root/.robot-creds
             - name: plain
               image: ubuntu
-              command: [python3, -c, {json.dumps(DUMP)}]
+              command: [{json.dumps(PYTHON)}, -c, {json.dumps(DUMP)}]
         """)
 
 
