@@ -38,7 +38,7 @@ USER = "robot-user"
 HOST_SECRET = "host-shell-secret-value"
 SECRETS = (KEY_ID, SECRET, TOKEN, USER)
 # the interpreter itself, not a `python3` found on PATH: a wrapper there (pyenv's shims) adds variables
-PYTHON = sys.executable
+PYTHON = os.path.realpath(sys.executable)  # outside /tmp, which an isolated task sees as its own
 
 # The task prints a digest of every variable (values themselves would be masked), the digest and
 # mode of each credential file, then the raw values, one of them in two pieces written apart.
