@@ -435,7 +435,7 @@ def _print_run(r: dict) -> None:
           f"target <= {RSS_TARGET_MB:.0f} MB: {'PASS' if r['peak_rss_mb'] <= RSS_TARGET_MB else 'MISS'}")
     phases = ", ".join(f"{p['phase']} at {p['at']:.1f} s ({p['rss_mb']:.0f} MB)" for p in r["phases"])
     print(f"    phases: {phases or '-'}")
-    print(f"    live versions {s['live_versions']}, live chunks {s['live_chunks']:,}; packs {s['packs']} -> "
+    print(f"    live versions {s['versions']}, live chunks {s['chunks']:,}; packs {s['packs']} -> "
           f"{r['packs_after']}: condemned {s['packs_condemned']} (repacked {s['packs_repacked']}), "
           f"deleted {s['packs_deleted']} ({s['bytes_deleted'] / MB:.1f} MB), written {s['packs_written']} "
           f"({s['bytes_written'] / MB:.1f} MB), kept {s['packs_kept']} "

@@ -8,7 +8,7 @@ versions, 1,000,000 chunks, part of them deleted: garbage awaiting collection), 
 ``Repository.report()`` in a fresh child process with a warm cache (a copy of the build's index):
 the ownership walk over every live version, the collector's plan, and the pricing of every
 version's deletion. Reports wall time, CPU time and peak RSS, and checks the figures add up
-(stored = live + dead + unreclaimed; every version has its figures).
+(stored = live + dead, dead = reclaimable + unreclaimed; every version has its figures).
 
 MB = 10**6 bytes.
 """
@@ -39,7 +39,8 @@ def run_report(store_dir: str, cache_dir: str) -> dict:
     versions = sum(len(d["versions"]) for d in report["datasets"])
     return {"report_seconds": round(time.monotonic() - t0, 3), "store": store, "versions_reported": versions,
             "unique_total": sum(v["unique_bytes"] for d in report["datasets"] for v in d["versions"]),
-            "adds_up": store["stored_bytes"] == store["live_bytes"] + store["dead_bytes"] + store["unreclaimed_bytes"]}
+            "adds_up": store["stored_bytes"] == store["live_bytes"] + store["dead_bytes"]
+            and store["dead_bytes"] == store["reclaimable_bytes"] + store["unreclaimed_bytes"]}
 
 
 def measure(root: Path) -> dict:
@@ -86,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result, indent=2))
         else:
             s = r["store"]
-            print(f"report of {r['versions_reported']} live versions, {s['live_chunks']:,} live chunks, "
+            print(f"report of {r['versions_reported']} live versions, {s['chunks']:,} live chunks, "
                   f"{s['packs']} packs: {r['report_seconds']:.1f} s in the library "
                   f"({r['process_seconds']:.1f} s process, {r['cpu_seconds']:.1f} s CPU), "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB; dead {s['dead_bytes'] / MB:.1f} MB of "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB; reclaimable {s['reclaimable_bytes'] / MB:.1f} MB of "
                   f"{s['stored_bytes'] / MB:.1f} MB stored")
             print("PASS" if ok else "MISS")
     finally:

@@ -4,9 +4,12 @@
 ``spec``. Workflows run on this machine under a detached supervisor (``osmo_run.local``); their
 state lives in ``$OSMO_STATE_DIR`` (default ``~/.local/state/osmo``), so every command works from any
 shell. Errors print one line, ``osmo: error: ...``, and exit non-zero: 2 for a bad spec or usage, 3
-for an unknown workflow or task, 4 for a conflict (cancel of a finished workflow), 1 when
-``submit --wait`` saw the workflow fail, 70 for an internal error. The group is registered into the
-``osmo`` command by the CLI's entry point; tests may drive it directly.
+for an unknown workflow or task (with the closest names), 4 for a conflict (cancel of a finished
+workflow), 5 when the store cannot be used, 1 when ``submit --wait`` saw the workflow fail, 70 for an
+internal error. With ``--json`` on the command line the error is one JSON object on stderr instead:
+``error``, ``code``, ``exit`` and what it names (``workflow``, ``task``; ``file``, ``line``, ``field``
+of a spec). The group is registered into the ``osmo`` command by the CLI's entry point; tests may
+drive it directly.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import click
 
 from osmo_run.local import logs as task_logs
 from osmo_run.local import report, service
-from osmo_run.local.errors import INTERNAL, RunnerError
+from osmo_run.local.errors import INTERNAL, INTERRUPTED, RunnerError
 from osmo_run.local.statuses import WorkflowStatus
 from osmo_run.spec import Dag, DatasetInput, LoadedSpec, SpecError, TaskInput, UrlInput, Workflow, load_file
 
 SPEC_ERROR_EXIT = 2
+JSON_ERRORS = "osmo.json_errors"  # in click's ctx.meta: the command line has --json (the osmo group sets it too)
 
 
 def _template_options(command: Callable) -> Callable:
@@ -35,16 +39,9 @@ def _template_options(command: Callable) -> Callable:
                              "are converted. Repeatable.")(command)
 
 
-def _load(ctx: click.Context, file: str, set_items, set_string_items, as_json: bool = False) -> LoadedSpec:
-    try:
-        return load_file(file, set_items=set_items, set_string_items=set_string_items)
-    except SpecError as exc:
-        if as_json:
-            click.echo(json.dumps({"ok": False, "error": str(exc)}))
-        else:
-            click.echo(f"osmo: error: {exc}", err=True)
-        ctx.exit(SPEC_ERROR_EXIT)
-        raise  # unreachable: ctx.exit raises
+def _load(file: str, set_items, set_string_items) -> LoadedSpec:
+    """The rendered, validated spec; a ``SpecError`` is reported by ``WorkflowGroup``."""
+    return load_file(file, set_items=set_items, set_string_items=set_string_items)
 
 
 def _describe_input(source: Any) -> str:
@@ -79,28 +76,40 @@ def _plural(n: int, word: str) -> str:
 
 
 class WorkflowGroup(click.Group):
-    """Turns every error of a subcommand into one line on stderr and an exit code."""
+    """Turns every error of a subcommand into one line on stderr (one JSON object with ``--json``)
+    and an exit code. Click's usage errors are left to the ``osmo`` group, which reports them alike."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = args[:args.index("--")] if "--" in args else args
+        if "--json" in given:
+            ctx.meta[JSON_ERRORS] = True
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except RunnerError as exc:
-            _fail(ctx, str(exc), exc.exit_code)
+            _fail(ctx, str(exc), exc.exit_code, exc.code, exc.subject)
         except SpecError as exc:
-            _fail(ctx, str(exc), SPEC_ERROR_EXIT)
+            _fail(ctx, str(exc), SPEC_ERROR_EXIT, "spec",
+                  {"ok": False, "file": exc.file, "line": exc.line, "field": exc.path})
         except KeyboardInterrupt:
-            _fail(ctx, "interrupted", 130)
+            _fail(ctx, "interrupted", INTERRUPTED, "interrupted")
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except (sqlite3.Error, OSError) as exc:
-            _fail(ctx, f"state store: {type(exc).__name__}: {exc}", INTERNAL)
+            _fail(ctx, f"state store: {type(exc).__name__}: {exc}", INTERNAL, "internal")
         except Exception as exc:  # noqa: BLE001 - the one place unexpected errors become a message
-            _fail(ctx, f"internal error: {type(exc).__name__}: {exc}", INTERNAL)
+            _fail(ctx, f"internal error: {type(exc).__name__}: {exc}", INTERNAL, "internal")
 
 
-def _fail(ctx: click.Context, message: str, code: int) -> None:
-    click.echo(f"osmo: error: {message}", err=True)
-    ctx.exit(code)
+def _fail(ctx: click.Context, message: str, exit_code: int, code: str, subject: dict | None = None) -> None:
+    if ctx.meta.get(JSON_ERRORS):
+        known = {k: v for k, v in (subject or {}).items() if v is not None}
+        click.echo(json.dumps({**known, "error": message, "code": code, "exit": exit_code}, sort_keys=True), err=True)
+    else:
+        click.echo(f"osmo: error: {message}", err=True)
+    ctx.exit(exit_code)
 
 
 @click.group("workflow", cls=WorkflowGroup)
@@ -112,10 +121,9 @@ def workflow() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @_template_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.pass_context
-def validate(ctx: click.Context, file: str, set_items, set_string_items, as_json: bool) -> None:
+def validate(file: str, set_items, set_string_items, as_json: bool) -> None:
     """Render FILE's templates and check the spec; print its groups and tasks."""
-    loaded = _load(ctx, file, set_items, set_string_items, as_json)
+    loaded = _load(file, set_items, set_string_items)
     info = summary(loaded.workflow)
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -149,7 +157,7 @@ def submit(ctx: click.Context, file: str, set_items, set_string_items, dry_run: 
     """Render and validate FILE, then run it (on this machine, or with --runner kubernetes on a
     cluster) and print its id (with --dry-run: print the rendered spec). Without --wait the
     workflow runs on after the command returns."""
-    loaded = _load(ctx, file, set_items, set_string_items)
+    loaded = _load(file, set_items, set_string_items)
     if dry_run:
         text = loaded.rendered.text
         click.echo(text, nl=not text.endswith("\n"))
@@ -168,7 +176,7 @@ def submit(ctx: click.Context, file: str, set_items, set_string_items, dry_run: 
         row = service.wait(workflow_id, proc)
     except KeyboardInterrupt:
         raise RunnerError(f"stopped waiting; workflow {workflow_id} runs on "
-                          f"('osmo workflow cancel {workflow_id}' stops it)", 130) from None
+                          f"('osmo workflow cancel {workflow_id}' stops it)", INTERRUPTED, workflow=workflow_id) from None
     if as_json:
         click.echo(json.dumps(service.query(workflow_id), indent=2))
     else:

@@ -115,7 +115,8 @@ class ChunkStore:
                     stored, raw = self._read_at(chunk_id, loc)  # once more: a read cut short is not damage
                 if tried:
                     log.warning(f"osmo: warning: chunk {chunk_id.hex()[:16]} was damaged or missing in "
-                                f"{len(tried)} pack(s) and was read from another copy (run 'osmo store repair')")
+                                f"{len(tried)} {'pack' if len(tried) == 1 else 'packs'} and was read from another "
+                                "copy (run 'osmo store repair')")
                 return loc, stored, raw
             except IntegrityError as exc:
                 self.note_damaged(chunk_id, loc.pack_id, str(exc))

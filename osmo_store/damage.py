@@ -38,7 +38,8 @@ class VersionDamage:
         parts = []
         if self.files:
             more = f" and {self.files - len(self.named)} more" if self.files > len(self.named) else ""
-            parts.append(f"{self.files} file(s) lost data ({', '.join(self.named)}{more})")
+            parts.append(f"{self.files} {'file' if self.files == 1 else 'files'} lost data "
+                         f"({', '.join(self.named)}{more})")
         for problem in self.unreadable:
             parts.append(problem)
         return f"{self.dataset}:{self.version}: " + "; ".join(parts)

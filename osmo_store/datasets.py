@@ -20,9 +20,11 @@ from typing import Any
 
 from osmo_store.blob import BlobStore
 from osmo_store.catalog import Catalog, DamagedEvent
-from osmo_store.errors import AlreadyExistsError, IntegrityError, NotFoundError, UsageError
+from osmo_store.errors import (AlreadyExistsError, BackendError, IntegrityError, NotFoundError,
+                               UnavailableError, UsageError)
 from osmo_store.events import decode_event, encode_event
 from osmo_store.ids import LATEST, Ref, check_name, check_tag
+from osmo_store.suggest import closest, did_you_mean
 
 log = logging.getLogger("osmo.store")
 
@@ -42,9 +44,11 @@ def current_user() -> str:
         return "unknown"
 
 
-def _decoded(seq: int, data: bytes) -> dict | DamagedEvent:
+def _decoded(seq: int, data: bytes | DamagedEvent) -> dict | DamagedEvent:
     """The event, or a ``DamagedEvent`` the fold records and skips (one bad object must not stop
     every reader; ``osmo store repair`` quarantines it)."""
+    if isinstance(data, DamagedEvent):
+        return data
     try:
         return decode_event(log_key(seq), data)
     except IntegrityError as exc:
@@ -89,14 +93,25 @@ class DatasetLog:
         if not damaged:
             return None
         keys = ", ".join(log_key(seq) for seq in damaged[:3]) + (" ..." if len(damaged) > 3 else "")
-        return (f"osmo: warning: {len(damaged)} damaged event(s) in the store's log ({keys}) are skipped; "
+        events = "damaged event in the store's log ({keys}) is" if len(damaged) == 1 else \
+            "damaged events in the store's log ({keys}) are"
+        return (f"osmo: warning: {len(damaged)} {events.format(keys=keys)} skipped; "
                 "run 'osmo store verify' and 'osmo store repair'")
 
-    def _get_event(self, seq: int) -> bytes | None:
+    def _get_event(self, seq: int) -> bytes | DamagedEvent | None:
+        """An event's bytes; None past the end; ``DamagedEvent`` for a file of a local store that is
+        there but cannot be read (a folder in its place, a bad sector). On an object store the same
+        error may be passing (an expired credential): it is raised, never taken for damage."""
         try:
             return self.blob.get(log_key(seq))
         except NotFoundError:
             return None
+        except UnavailableError:
+            raise
+        except BackendError as exc:
+            if not self.blob.local:
+                raise
+            return DamagedEvent(f"event {log_key(seq)} cannot be read ({exc})")
 
     def _read_events(self, first: int) -> list[tuple[int, dict]]:
         """Consecutive events from ``first`` up to the first missing one (at most ``SYNC_BATCH``)."""
@@ -147,12 +162,16 @@ class DatasetLog:
         if dsid is None:
             former = self.catalog.renamed(name)
             if former is None:
-                raise NotFoundError(f"dataset {name!r} does not exist")
+                near = closest(name, (ds["name"] for _, ds in self.catalog.datasets()))
+                raise NotFoundError(f"dataset {name!r} does not exist{did_you_mean(near)}", dataset=name,
+                                    suggestions=near or None)
             now = former[1]["name"]
             if former[1].get("deleted"):
-                raise NotFoundError(f"dataset {name!r} does not exist (it was renamed to {now!r}, since deleted)")
+                raise NotFoundError(f"dataset {name!r} does not exist (it was renamed to {now!r}, since deleted)",
+                                    dataset=name)
             use = Ref(now, ref.tag, ref.version) if ref is not None else Ref(now)
-            raise NotFoundError(f"dataset {name!r} was renamed to {now!r}: use {use}")
+            raise NotFoundError(f"dataset {name!r} was renamed to {now!r}: use {use}", dataset=name,
+                                suggestions=[now])
         return dsid
 
     def renamed_to(self, name: str) -> str | None:
@@ -183,18 +202,23 @@ class DatasetLog:
             rec = self.catalog.version(dsid, ref.version)
             if rec is None:
                 raise NotFoundError(f"{ref}: dataset {ref.name!r} has no version {ref.version}"
-                                    f"{self._former_hint(ref, dsid)}")
+                                    f"{self._former_hint(ref, dsid)}", dataset=ref.name, version=ref.version)
             if rec["deleted"]:
-                raise NotFoundError(f"{ref}: version {ref.version} of {ref.name!r} was deleted")
+                raise NotFoundError(f"{ref}: version {ref.version} of {ref.name!r} was deleted", dataset=ref.name,
+                                    version=ref.version)
             return dsid, rec
         if ref.tag is None or ref.tag == LATEST:
             live = self.catalog.versions(dsid, include_deleted=False)
             if not live:
-                raise NotFoundError(f"{ref}: dataset {ref.name!r} has no live version")
+                raise NotFoundError(f"{ref}: dataset {ref.name!r} has no live version", dataset=ref.name)
             return dsid, live[-1]
-        version = self.catalog.tags(dsid).get(ref.tag)
+        tags = self.catalog.tags(dsid)
+        version = tags.get(ref.tag)
         if version is None:
-            raise NotFoundError(f"{ref}: dataset {ref.name!r} has no tag {ref.tag!r}{self._former_hint(ref, dsid)}")
+            hint = self._former_hint(ref, dsid)
+            near = [] if hint else closest(ref.tag, list(tags) + [LATEST])
+            raise NotFoundError(f"{ref}: dataset {ref.name!r} has no tag {ref.tag!r}{hint or did_you_mean(near)}",
+                                dataset=ref.name, tag=ref.tag, suggestions=near or None)
         return dsid, self.catalog.version(dsid, version)
 
     # changes ----------------------------------------------------------------------------------
@@ -247,8 +271,11 @@ class DatasetLog:
 
     def delete_tag(self, name: str, tag: str) -> None:
         def build() -> dict:
-            if tag not in self.catalog.tags(self.dataset_id(name)):
-                raise NotFoundError(f"dataset {name!r} has no tag {tag!r}")
+            tags = self.catalog.tags(self.dataset_id(name))
+            if tag not in tags:
+                near = closest(tag, tags)
+                raise NotFoundError(f"dataset {name!r} has no tag {tag!r}{did_you_mean(near)}", dataset=name, tag=tag,
+                                    suggestions=near or None)
             return {"op": "untag", "dataset": name, "tag": tag}
 
         self.append(build)
@@ -281,9 +308,13 @@ class DatasetLog:
 
         self.append(build)
 
-    def delete_version(self, ref: Ref) -> int:
+    def delete_version(self, ref: Ref, dropped_tags: list[str] | None = None) -> int:
+        """Delete the version ``ref`` points to; the tags that pointed at it go with it (the fold
+        removes them): ``dropped_tags``, when given, receives their names as of the delete."""
         def build() -> dict:
-            _, rec = self.resolve(ref)
+            dsid, rec = self.resolve(ref)
+            if dropped_tags is not None:
+                dropped_tags[:] = sorted(t for t, v in self.catalog.tags(dsid).items() if v == rec["version"])
             return {"op": "delete", "dataset": ref.name, "version": rec["version"]}
 
         return self.append(build)[1]["version"]

@@ -30,9 +30,11 @@ from osmo_store.chunkstore import ChunkStore, PackCopier, decode_chunk
 from osmo_store.datasets import DatasetLog
 from osmo_store.errors import IntegrityError, NotFoundError, OsmoError
 from osmo_store.manifest import LEAF, decode_node
+from osmo_store.packlayout import PackLayout, Segment
 from osmo_store.packs import PACK_PREFIX, PackEntry, pack_id_from_key, pack_key
 
 DEFAULT_MIN_AGE = 3600.0
+LEAVING = ("condemn", "repack", "waiting", "sweep", "resweep")  # verdicts of packs on their way out
 DEFAULT_REPACK_THRESHOLD = 0.5
 TEMPORARY_MIN_AGE = 600.0  # a temporary file younger than this may still be being written
 
@@ -45,13 +47,18 @@ class GcOptions:
 
 @dataclass
 class GcStats:
-    """What a run found and did (sizes in bytes as stored)."""
+    """What a run found and did (sizes in bytes as stored). The store's figures carry the names the
+    storage report and ``osmo store stats`` give them (docs/COSTS.md): ``versions``, ``chunks`` and
+    ``manifest_nodes`` live versions reference, ``packs`` and ``stored_bytes`` (every pack), and of
+    those bytes ``live_bytes`` and ``dead_bytes`` (the rest: unreferenced chunks, pack framing)."""
 
-    live_versions: int = 0
-    live_chunks: int = 0
+    versions: int = 0
+    chunks: int = 0  # distinct file-data chunks live versions reference
+    manifest_nodes: int = 0  # distinct manifest nodes of live versions
     live_bytes: int = 0
+    dead_bytes: int = 0
     packs: int = 0
-    pack_bytes: int = 0
+    stored_bytes: int = 0
     packs_kept: int = 0
     bytes_kept: int = 0
     dead_bytes_kept: int = 0  # dead chunks left in kept packs (below the repack threshold, or too young)
@@ -60,12 +67,14 @@ class GcStats:
     bytes_condemned: int = 0
     packs_repacked: int = 0  # of those condemned, packs whose live chunks were copied first
     bytes_repacked_live: int = 0  # live bytes copied out of them
-    packs_written: int = 0
+    packs_written: int = 0  # new packs of repacks (in a dry run: the packs it would write)
     bytes_written: int = 0
     packs_waiting: int = 0  # condemned earlier, waiting for min-age before the sweep
     bytes_waiting: int = 0
     packs_deleted: int = 0  # swept (deleted) by this run
     bytes_deleted: int = 0
+    freed_bytes: int = 0  # bytes_deleted - bytes_written: what the run takes off the store (with --min-age 0,
+    #                       the store's reclaimable_bytes)
     temporaries_removed: int = 0
     dry_run: bool = False
     seconds: float = 0.0
@@ -126,6 +135,16 @@ class Marker:
             added.add(cid)
 
 
+def repack_layout(repacks: dict[bytes, Segment], target: int) -> PackLayout:
+    """The new packs repacking writes (computed, not written): the live chunks of each repacked pack
+    copied in pack id order, as ``Collector`` copies them. ``dry_run`` and the storage report use it."""
+    layout = PackLayout(target)
+    for pack_id in sorted(repacks):
+        layout.extend(repacks[pack_id])
+    layout.close()
+    return layout
+
+
 class Replan(Exception):
     """Internal: another garbage collection committed first; plan again from the new state."""
 
@@ -164,7 +183,7 @@ class Collector:
         for pack_id, info in sorted(listing.items()):
             tick()
             stats.packs += 1
-            stats.pack_bytes += info.size
+            stats.stored_bytes += info.size
             state = states.get(pack_id)
             if state is not None and state[1]:
                 verdicts.append(PackVerdict(pack_id, info.size, "resweep", [], info.size))
@@ -187,15 +206,16 @@ class Collector:
         """A repack copies only the chunks no staying pack holds too (a collection killed after its
         copies, or two writers, leave such duplicates): copying them again would leave a new pack
         that the next collection finds redundant, so one run would not reach a state the next keeps."""
-        leaving = {v.pack_id for v in verdicts if v.action in ("condemn", "repack", "waiting", "sweep", "resweep")}
+        leaving = {v.pack_id for v in verdicts if v.action in LEAVING}
         with self.index.read() as txn:
-            def kept_elsewhere(chunk_id: bytes) -> bool:
-                return any(self.index.pack_state(loc.pack_id, txn) == "live"
-                           for loc in self.index.intact_locations(chunk_id, txn, excluding=leaving))
-
             for v in verdicts:
                 if v.action == "repack" and v.live:
-                    v.live = [e for e in v.live if not kept_elsewhere(e.chunk_id)]
+                    v.live = [e for e in v.live if not self.kept_elsewhere(e.chunk_id, leaving, txn)]
+
+    def kept_elsewhere(self, chunk_id: bytes, leaving: set[bytes], txn) -> bool:
+        """Whether a pack that stays (live, not in ``leaving``) holds an intact copy of the chunk."""
+        return any(self.index.pack_state(loc.pack_id, txn) == "live"
+                   for loc in self.index.intact_locations(chunk_id, txn, excluding=leaving))
 
     def judge(self, size: int, live_count: int, dead: int, condemned_at: float | None, age: float,
               now: float) -> str:
@@ -231,6 +251,7 @@ class Collector:
         for v in verdicts:
             live_bytes = v.size - v.dead_bytes
             stats.live_bytes += live_bytes
+            stats.dead_bytes += v.dead_bytes
             if v.action in ("keep", "young"):
                 stats.packs_kept += 1
                 stats.bytes_kept += v.size
@@ -267,10 +288,14 @@ class Collector:
                                      "see 'osmo store verify', then 'osmo store repair', and upload that data "
                                      "again or delete the damaged version") from None
             verdicts = self.plan(marker.live, stats)
-            stats.live_versions = marker.versions
-            stats.live_chunks = len(marker.live)
+            stats.versions = marker.versions
+            stats.manifest_nodes = len(marker._nodes)
+            stats.chunks = len(marker.live) - stats.manifest_nodes
             self.tally(verdicts, stats, self.options.min_age <= 0)
             if dry_run:
+                sizes = repack_layout({v.pack_id: Segment(v.live) for v in verdicts if v.action == "repack"},
+                                      self.chunks.config.pack_target_size).sizes
+                stats.packs_written, stats.bytes_written = len(sizes), sum(sizes)
                 break
             try:
                 self._execute(marker, verdicts, stats)
@@ -279,6 +304,7 @@ class Collector:
             break
         else:
             raise OsmoError("garbage collection kept racing other collections; run it again")
+        stats.freed_bytes = stats.bytes_deleted - stats.bytes_written
         stats.seconds = round(time.monotonic() - start, 3)
         return stats
 

@@ -1,16 +1,19 @@
-"""Store maintenance: verify, reindex and stats.
+"""Store maintenance: verify and reindex.
 
 ``verify`` checks what the store holds, not what the local index remembers: the config and its copy,
 every event of the log (damaged ones and holes are named), every pack (its footer; with
 ``read_data`` its bytes against its name and every chunk against its id), and that every live
 version can be restored (every manifest node readable, every chunk in a pack the store lists, not
-known to be damaged). Damaged versions are reported with the files that lost data. ``reindex``
-rebuilds the local index from the blob store alone. ``stats`` sums up sizes and counts.
+known to be damaged). Damaged versions are reported with the files that lost data. Its counts carry
+the names and definitions of the store's figures (docs/COSTS.md): ``versions`` live, the distinct
+``chunks`` and ``manifest_nodes`` they reference, ``packs`` in the store. ``reindex`` rebuilds the
+local index from the blob store alone. (``osmo store stats`` is ``usage.UsageScan.store_figures``.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from osmo_store.blob import BlobStore
@@ -19,7 +22,8 @@ from osmo_store.chunkstore import ChunkStore
 from osmo_store.config import CONFIG_COPY_KEY, CONFIG_KEY, StoreConfig
 from osmo_store.damage import DamageFinder
 from osmo_store.datasets import LOG_PREFIX, DatasetLog, log_key
-from osmo_store.errors import FormatVersionError, IntegrityError, NotFoundError, OsmoError
+from osmo_store.errors import (BackendError, FormatVersionError, IntegrityError, NotFoundError, OsmoError,
+                               UnavailableError)
 from osmo_store.events import decode_event
 from osmo_store.index import LocalIndex
 from osmo_store.manifest import LEAF, decode_node
@@ -28,12 +32,12 @@ from osmo_store.packs import PACK_PREFIX, pack_id_from_key, pack_key
 
 @dataclass
 class VerifyReport:
-    versions: int = 0
-    manifest_nodes: int = 0
-    chunks: int = 0
-    packs: int = 0
-    packs_read: int = 0
-    events: int = 0
+    versions: int = 0  # live versions
+    manifest_nodes: int = 0  # distinct manifest nodes of live versions (read from the store)
+    chunks: int = 0  # distinct file-data chunks live versions reference
+    packs: int = 0  # pack objects in the store (those waiting to be deleted included)
+    packs_read: int = 0  # of those, read in full (--read-data)
+    events: int = 0  # log events
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     damaged_versions: list[dict] = field(default_factory=list)
@@ -69,16 +73,29 @@ def scan_log(blob: BlobStore) -> LogScan:
             scan.strays.append(key)
     scan.last = max(seqs, default=0)
     scan.holes = [s for s in range(1, scan.last + 1) if s not in seqs]
-    for seq in sorted(seqs):
+    def check(seq: int) -> str | None:
+        """Why the event is damaged, or None (or ``""`` when it vanished meanwhile)."""
         try:
             decode_event(log_key(seq), blob.get(log_key(seq)))
         except IntegrityError as exc:
-            scan.damaged[seq] = str(exc)
+            return str(exc)
         except NotFoundError:
-            continue  # cannot happen to an event, except by damage: the next scan says so
+            return ""  # cannot happen to an event, except by damage: the next scan says so
         except FormatVersionError:
             pass  # the fold refuses the store with that message
-        scan.events += 1
+        except BackendError as exc:  # a local file that cannot be read (see DatasetLog._get_event)
+            if not blob.local or isinstance(exc, UnavailableError):
+                raise
+            return f"event {log_key(seq)} cannot be read ({exc})"
+        return None
+
+    with ThreadPoolExecutor(max(1, blob.concurrency)) as pool:  # object stores: many reads in flight
+        for seq, why in zip(sorted(seqs), pool.map(check, sorted(seqs))):
+            if why == "":
+                continue
+            if why is not None:
+                scan.damaged[seq] = why
+            scan.events += 1
     return scan
 
 
@@ -127,13 +144,15 @@ def _check_packs(chunks: ChunkStore, report: VerifyReport, read_data: bool,
     stored = set(chunks.blob.list(PACK_PREFIX))
     indexed = {pack_key(pid): size for pid, size, _ in chunks.index.packs()}
     swept = {pack_key(pid) for pid, (_, gone, _) in chunks.index.condemned_packs().items() if gone}
-    report.packs = len(stored - swept)
+    report.packs = sum(1 for key in stored if _is_pack(key))
     for key in sorted(set(indexed) - stored):
         problem(f"{key}: in the index but missing from the store")
     waiting = stored & swept
     if waiting:
-        report.notes.append(f"{len(waiting)} pack(s) removed by garbage collection or repair wait to be "
-                            "deleted (the next 'osmo store gc' or 'osmo store repair' does it)")
+        one = len(waiting) == 1
+        report.notes.append(f"{len(waiting)} {'pack' if one else 'packs'} removed by garbage collection or repair "
+                            f"{'waits' if one else 'wait'} to be deleted (the next 'osmo store gc' or "
+                            "'osmo store repair' does it)")
     for key in sorted(stored - swept):
         try:
             if read_data:
@@ -151,6 +170,14 @@ def _check_packs(chunks: ChunkStore, report: VerifyReport, read_data: bool,
             problem(str(exc))
         if on_pack:
             on_pack()
+
+
+def _is_pack(key: str) -> bool:
+    try:
+        pack_id_from_key(key)
+    except IntegrityError:
+        return False
+    return True
 
 
 def _check_versions(chunks: ChunkStore, catalog: Catalog, report: VerifyReport) -> None:
@@ -195,22 +222,3 @@ def reindex(chunks: ChunkStore, index: LocalIndex, log: DatasetLog,
     warnings.extend(f"{log_key(seq)}: {why}" for seq, (state, why) in sorted(log.catalog.damaged_events().items())
                     if state == "damaged")
     return warnings
-
-
-def stats(chunks: ChunkStore, catalog: Catalog) -> dict:
-    packs = list(chunks.index.packs())
-    counts = chunks.index.counts()
-    datasets = catalog.datasets()
-    live = [v for dsid, _ in datasets for v in catalog.versions(dsid, include_deleted=False)]
-    stored = sum(size for _, size, _ in packs)
-    logical = sum(v["logical_bytes"] for v in live)
-    return {
-        "store": chunks.blob.url,
-        "datasets": len(datasets),
-        "versions": len(live),
-        "packs": len(packs),
-        "chunks": counts["chunks"],
-        "stored_bytes": stored,
-        "logical_bytes": logical,
-        "dedup_ratio": round(logical / stored, 3) if stored else None,
-    }

@@ -32,8 +32,8 @@ from osmo_store.chunkstore import ChunkStore, PackCopier
 from osmo_store.config import CONFIG_COPY_KEY, CONFIG_KEY, StoreConfig
 from osmo_store.damage import DamageFinder
 from osmo_store.datasets import DatasetLog, current_user, log_key
-from osmo_store.errors import AlreadyExistsError, FormatVersionError, IntegrityError, NotFoundError
-from osmo_store.events import encode_event
+from osmo_store.errors import AlreadyExistsError, BackendError, FormatVersionError, IntegrityError, NotFoundError
+from osmo_store.events import decode_event, encode_event
 from osmo_store.maintenance import scan_log
 from osmo_store.packcheck import PackCheck, check_pack
 from osmo_store.packs import PACK_PREFIX, pack_key
@@ -54,13 +54,14 @@ class RepairReport:
     deleted_packs: int = 0
     damaged_versions: list[dict] = field(default_factory=list)
     depended: list[dict] = field(default_factory=list)  # events that no longer apply: {key, op, dataset, why}
+    left: list[str] = field(default_factory=list)  # objects repair could not handle (a person must look)
     event: int | None = None  # sequence number of the repair event
     seconds: float = 0.0
 
     @property
     def clean(self) -> bool:
         """Nothing is left that repair could not bring back."""
-        return not self.damaged_versions and not self.lost_chunks
+        return not self.damaged_versions and not self.lost_chunks and not self.left
 
     def to_json(self) -> dict:
         return {**asdict(self), "clean": self.clean}
@@ -137,27 +138,45 @@ class Repairer:
         done = []
         for seq, why in sorted(scan.damaged.items()):
             key = log_key(seq)
-            report.events.append({"key": key, "problem": why, "action": f"moved to {QUARANTINE}{key}; "
-                                                                          "a placeholder takes its place"})
+            entry = {"key": key, "problem": why,
+                     "action": f"moved to {QUARANTINE}{key}; a placeholder takes its place"}
+            report.events.append(entry)
             if not dry_run:
-                self.blob.put(QUARANTINE + key, self.blob.get(key))
-                self.blob.put(key, self._placeholder(why, QUARANTINE + key))
+                try:
+                    self._replace_event(key, why)
+                except BackendError as exc:  # e.g. a folder in the event's place: a person must look
+                    entry["action"] = f"could not be replaced ({exc}): move it away, then run repair again"
+                    report.left.append(key)
+                    continue
             done.append(seq)
         for seq in scan.holes:
             key = log_key(seq)
-            report.events.append({"key": key, "problem": "missing (later events exist)",
-                                  "action": "a placeholder fills the hole"})
+            entry = {"key": key, "problem": "missing (later events exist)", "action": "a placeholder fills the hole"}
+            report.events.append(entry)
             if not dry_run:
                 try:
                     self.blob.create(key, self._placeholder("missing", key))
-                except AlreadyExistsError:
-                    pass  # a writer filled it meanwhile
+                except AlreadyExistsError:  # a writer filled it meanwhile, or something unlisted is there
+                    try:
+                        decode_event(key, self.blob.get(key))
+                    except (BackendError, IntegrityError, NotFoundError) as exc:
+                        entry["action"] = f"could not be filled ({exc}): move it away, then run repair again"
+                        report.left.append(key)
+                        continue
             done.append(seq)
         for key in scan.strays:
             report.events.append({"key": key, "problem": "not an event", "action": f"moved to {QUARANTINE}{key}"})
             if not dry_run:
                 self._move_aside(key)
         return done
+
+    def _replace_event(self, key: str, why: str) -> None:
+        """Copy a damaged event aside (when it can be read at all), then put the placeholder over it."""
+        try:
+            self.blob.put(QUARANTINE + key, self.blob.get(key))
+        except (BackendError, NotFoundError):
+            pass  # nothing readable to keep
+        self.blob.put(key, self._placeholder(why, QUARANTINE + key))
 
     def _placeholder(self, reason: str, where: str) -> bytes:
         return encode_event({"op": "quarantined", "reason": reason[:500], "key": where, "time": self.clock(),

@@ -231,12 +231,16 @@ class Repository:
         return list(diff_trees(self.chunks.get_tree, bytes.fromhex(ra["root"]), bytes.fromhex(rb["root"])))
 
     def describe(self, name: str) -> dict:
-        """A dataset with its versions (deleted ones included, marked) and tags."""
+        """A dataset with its versions (deleted ones included, marked) and tags. A version's
+        ``new_bytes`` is what its upload added to the store (its event's ``stored_bytes``); its
+        ``usage`` holds the figures of docs/COSTS.md (live versions only)."""
         dsid = self.log.dataset_id(name)
         ds = self.catalog.dataset(dsid)
         tags = self.catalog.tags(dsid)
         versions = []
         for rec in self.catalog.versions(dsid):
+            rec = dict(rec)
+            rec["new_bytes"] = rec.pop("stored_bytes", None)
             versions.append({**rec, "status": "deleted" if rec["deleted"] else "ready",
                              "tags": sorted(t for t, v in tags.items() if v == rec["version"])})
         live = [v for v in versions if not v["deleted"]]
@@ -330,7 +334,9 @@ class Repository:
         return maintenance.reindex(self.chunks, self.index, self.log, on_pack)
 
     def stats(self) -> dict:
-        return maintenance.stats(self.chunks, self.catalog)
+        """The store's figures (``osmo store stats``): the store section of the report, computed the
+        same way (osmo_store/usage.py; docs/COSTS.md), without pricing deletions."""
+        return self.usage(with_unique=False).store_figures(self.blob.url)
 
     def repair(self, dry_run: bool = False,
                progress: Callable[[str, int], Callable[[], None]] | None = None) -> RepairReport:

@@ -1,4 +1,6 @@
-"""Who owns which stored bytes: the figures of ``osmo store report``, ``dataset list/info`` and ``retain``.
+"""Who owns which stored bytes: the figures of ``osmo store report``, ``store stats``, ``dataset
+list/info`` and ``retain`` (docs/COSTS.md defines each one; ``gc --dry-run`` and ``verify`` count the
+same things under the same names).
 
 **Ownership.** One pass per dataset walks its live versions in order, diffing each manifest tree
 against the previous one (subtrees shared by id are skipped, so the cost follows what changed, not
@@ -25,9 +27,9 @@ from osmo_store.catalog import Catalog
 from osmo_store.chunkstore import ChunkStore
 from osmo_store.datasets import DatasetLog
 from osmo_store.errors import IntegrityError, NotFoundError, UnsafePathError
-from osmo_store.gc import Collector, GcOptions, GcStats, Marker, PackVerdict
+from osmo_store.gc import LEAVING, Collector, GcOptions, GcStats, Marker, PackVerdict, repack_layout
 from osmo_store.manifest import diff_trees
-from osmo_store.packlayout import PackLayout, Segment
+from osmo_store.packlayout import Segment
 from osmo_store.packs import PackEntry
 from osmo_store.transfer.spans import MAX_SPAN
 
@@ -47,10 +49,12 @@ class Usage:
 
     logical_bytes: int = 0
     stored_bytes: int = 0
+    new_bytes: int = 0  # what its upload added to the store (the version events' stored_bytes)
     data_raw: int = 0
     data_stored: int = 0
     unique_bytes: int = 0  # what deleting it frees (exact, see the module docstring)
     owned_bytes: int = 0  # stored bytes of the chunks and nodes nothing else references
+    held_bytes: int = 0  # of owned_bytes: in packs gc keeps (they hold live data too) until a repack
     unique_chunks: int = 0  # how many those are
     shared_bytes: int = 0  # of stored_bytes: chunks other datasets reference too
     lost_chunks: int = 0  # referenced chunks and nodes with no copy known to be intact (damage)
@@ -59,16 +63,37 @@ class Usage:
 
     def figures(self) -> dict:
         if self.unreadable:  # what cannot be computed is unknown, never a wrong number
-            return {"logical_bytes": self.logical_bytes, "stored_bytes": None, "unique_bytes": None,
-                    "owned_bytes": None, "shared_bytes": None, "dedup_ratio": None, "compression_ratio": None,
-                    "damaged": True, "unreadable": self.unreadable}
-        return {"logical_bytes": self.logical_bytes, "stored_bytes": self.stored_bytes,
-                "unique_bytes": None if self.unique_unknown else self.unique_bytes,
-                "owned_bytes": None if self.unique_unknown else self.owned_bytes,
+            return {"logical_bytes": self.logical_bytes, "stored_bytes": None, "new_bytes": self.new_bytes,
+                    "unique_bytes": None, "owned_bytes": None, "shared_bytes": None, "dedup_ratio": None,
+                    "compression_ratio": None, "damaged": True, "unreadable": self.unreadable}
+        unknown = self.unique_unknown
+        note = None if unknown else unique_note(self.new_bytes, self.unique_bytes, self.owned_bytes,
+                                                self.held_bytes)
+        return {"logical_bytes": self.logical_bytes, "stored_bytes": self.stored_bytes, "new_bytes": self.new_bytes,
+                "unique_bytes": None if unknown else self.unique_bytes,
+                "owned_bytes": None if unknown else self.owned_bytes,
                 "shared_bytes": self.shared_bytes,
                 "dedup_ratio": ratio(self.logical_bytes, self.data_raw),
                 "compression_ratio": ratio(self.data_raw, self.data_stored),
+                **({"note": note} if note else {}),
                 **({"damaged": True, "lost_chunks": self.lost_chunks} if self.lost_chunks else {})}
+
+
+def unique_note(new: int, unique: int, owned: int, held: int) -> str | None:
+    """Why what deleting a version (or dataset) frees now (``unique``) differs from what its upload
+    added (``new``), in a few words; ``None`` when they are equal. ``held``: the bytes of its own data
+    left in packs gc keeps because they hold live data too."""
+    if unique == new:
+        return None
+    reasons = []
+    if unique + held < new:
+        reasons.append("later versions or other datasets use data it added")
+    if held:
+        reasons.append("some of its own data shares packs with live data: freed after a repack")
+    if unique > new:
+        reasons.append("it holds data that earlier, since deleted, versions added" if owned > new
+                       else "deleting it also lets gc free dead data in its packs")
+    return "; ".join(reasons)
 
 
 @dataclass
@@ -150,12 +175,16 @@ class UsageScan:
         self.owner: dict[bytes, tuple[int, int]] = {}  # id -> (version number or MULTI, dataset index or MULTI)
         self.datasets: list[DatasetUsage] = []
         self.missing = 0  # referenced ids the index does not know (verify reports them)
+        self.nodes: set[bytes] = set()  # the manifest node ids among the live ids of ``owner``
+        self.data_raw = self.data_stored = 0  # the store's distinct live file chunks (for its ratios)
         self.unreadable = 0  # live versions whose manifest cannot be read: some figures are unknown
         self._refreshed = False
         self._damage_noted = bool(chunks.index.missing_packs() or chunks.index.damaged_chunks())
         self.verdicts: dict[bytes, PackVerdict] = {}  # gc's plan at min-age 0, pack by pack
         self.repacks: dict[bytes, Segment] = {}  # packs that plan repacks, with their live chunks
         self.written = 0  # bytes of the packs those repacks write
+        self.leaving: set[bytes] = set()  # packs that plan deletes or repacks
+        self.duplicated: dict[bytes, list[PackEntry]] = {}  # see _plan
         self.baseline_freed = 0  # what gc --min-age 0 frees now
         self.stats = GcStats(dry_run=True)
 
@@ -217,16 +246,23 @@ class UsageScan:
                     else:  # first time in this dataset
                         runs[cid] = records[i]["version"]
                         ds.stored_bytes += s
-                        if not is_node:
+                        if is_node:
+                            self.nodes.add(cid)
+                        else:
                             ds.data_raw, ds.data_stored = ds.data_raw + r, ds.data_stored + s
+                            if cid not in self.owner:  # first time in the store
+                                self.data_raw, self.data_stored = self.data_raw + r, self.data_stored + s
                 rec = records[i]
                 ds.versions.append(VersionUsage(logical_bytes=rec["logical_bytes"], stored_bytes=stored,
+                                                new_bytes=rec.get("stored_bytes") or 0,
                                                 data_raw=data_raw, data_stored=data_stored, record=rec,
                                                 lost_chunks=lost, unreadable=walk.unreadable.get(i)))
                 ds.logical_bytes += rec["logical_bytes"]
+                ds.new_bytes += rec.get("stored_bytes") or 0
         if walk.unreadable:
             self.unreadable += len(walk.unreadable)
-            ds.unreadable = f"{len(walk.unreadable)} version(s) cannot be read"
+            n = len(walk.unreadable)
+            ds.unreadable = f"{n} {'version' if n == 1 else 'versions'} cannot be read"
             for v in ds.versions:
                 v.unique_unknown = True
         for cid, (first, *_) in present.items():
@@ -272,11 +308,11 @@ class UsageScan:
         for d, ds in enumerate(self.datasets):
             ids = by_dataset.get(d, [])
             ds.unique_chunks = len(ids)
-            ds.unique_bytes, ds.owned_bytes = self._price(ids)
+            ds.unique_bytes, ds.owned_bytes, ds.held_bytes = self._price(ids)
             for vu in ds.versions:
                 ids = by_version.get((d, vu.record["version"]), [])
                 vu.unique_chunks = len(ids)
-                vu.unique_bytes, vu.owned_bytes = self._price(ids)
+                vu.unique_bytes, vu.owned_bytes, vu.held_bytes = self._price(ids)
 
     def _plan(self) -> None:
         if self.verdicts:
@@ -284,55 +320,71 @@ class UsageScan:
         self.stats = GcStats(dry_run=True)
         self.verdicts = {v.pack_id: v for v in self.collector.plan(self.owner, self.stats)}
         self.repacks = {p: Segment(v.live) for p, v in self.verdicts.items() if v.action == "repack"}
+        self.leaving = {p for p, v in self.verdicts.items() if v.action in LEAVING}
+        # repacked packs whose copies of some live chunks are not copied, a staying pack holding them
+        # too (duplicates two writers left): all their live chunks, for when that pack leaves as well
+        self.duplicated = {
+            p: self.collector.homed(p, self.index.pack_entries(p) or [], self.owner)
+            for p, v in self.verdicts.items() if v.action == "repack" and len(v.live) != v.live_count}
         self.written = self._written(self.repacks)
         self.baseline_freed = sum(v.size for v in self.verdicts.values() if v.action in DELETING) - self.written
 
     def _written(self, repacks: dict[bytes, Segment]) -> int:
         """The bytes of the packs the collector writes when it copies the live chunks of ``repacks``."""
-        layout = PackLayout(self.chunks.config.pack_target_size)
-        for pack_id in sorted(repacks):  # the order the collector copies in
-            layout.extend(repacks[pack_id])
-        layout.close()
-        return sum(layout.sizes)
+        return sum(repack_layout(repacks, self.chunks.config.pack_target_size).sizes)
 
     def frees(self, dead: Iterable[bytes]) -> int:
         """The bytes ``gc --min-age 0`` would free beyond what it frees now, if ``dead`` (chunk and
         node ids) were no longer referenced by any live version."""
         return self._price(dead)[0]
 
-    def _price(self, dead: Iterable[bytes]) -> tuple[int, int]:
-        """``(frees, owned)``: what losing ``dead`` frees (see ``frees``) and their stored bytes."""
+    def _price(self, dead: Iterable[bytes]) -> tuple[int, int, int]:
+        """``(frees, owned, held)``: what losing ``dead`` frees (see ``frees``), their stored bytes, and
+        of those the bytes left in packs gc keeps (they hold live data too: freed after a repack)."""
         self._plan()
         gone: dict[bytes, list[bytes]] = {}
+        sizes: dict[bytes, int] = {}  # pack id -> stored bytes of ``dead`` in it
         owned = 0
         with self.index.read() as txn:
             for cid in dead:
                 loc = self.index.chunk_location(cid, txn)
                 if loc is not None:
                     gone.setdefault(loc.pack_id, []).append(cid)
+                    sizes[loc.pack_id] = sizes.get(loc.pack_id, 0) + loc.stored_length
                     owned += loc.stored_length
         changed: dict[bytes, tuple[str, list[PackEntry]]] = {}
         for pack_id, ids in gone.items():
             v = self.verdicts.get(pack_id)
             if v is None or v.action not in ("keep", "repack"):
                 continue  # young (not judged), or already leaving without this deletion
-            leaving = set(ids)
+            dropped = set(ids)
             entries = self.index.pack_entries(pack_id) or []
-            live = [e for e in self.collector.homed(pack_id, entries, self.owner) if e.chunk_id not in leaving]
+            live = [e for e in self.collector.homed(pack_id, entries, self.owner) if e.chunk_id not in dropped]
             dead_bytes = v.size - sum(e.stored_length for e in live)
             now = self.collector.clock()
             action = self.collector.judge(v.size, len(live), dead_bytes, None, float("inf"), now)
             changed[pack_id] = (action, live)
+        held = sum(sizes[p] for p, (a, _) in changed.items() if a == "keep")
         deleted = sum(v.size * ((a in DELETING) - (v.action in DELETING))
                       for v, (a, _) in ((self.verdicts[p], c) for p, c in changed.items()))
-        if not any(a == "repack" or self.verdicts[p].action == "repack" for p, (a, _) in changed.items()):
-            return deleted, owned  # no copy changes
+        leaving = self.leaving | {p for p, (a, _) in changed.items() if a in LEAVING}
+        recheck = [p for p in self.duplicated if p not in changed] if len(leaving) > len(self.leaving) else []
+        if not recheck and not any(a == "repack" or self.verdicts[p].action == "repack"
+                                   for p, (a, _) in changed.items()):
+            return deleted, owned, held  # no copy changes
         repacks = dict(self.repacks)
-        for pack_id, (action, live) in changed.items():
-            repacks.pop(pack_id, None)
-            if action == "repack":
-                repacks[pack_id] = Segment(live)
-        return deleted - (self._written(repacks) - self.written), owned
+        with self.index.read() as txn:
+            def copied(live: list[PackEntry]) -> Segment:
+                """What the collector copies: the chunks no staying pack holds too."""
+                return Segment([e for e in live if not self.collector.kept_elsewhere(e.chunk_id, leaving, txn)])
+
+            for pack_id, (action, live) in changed.items():
+                repacks.pop(pack_id, None)
+                if action == "repack":
+                    repacks[pack_id] = copied(live)
+            for pack_id in recheck:  # their duplicates' other copy may be leaving now
+                repacks[pack_id] = copied(self.duplicated[pack_id])
+        return deleted - (self._written(repacks) - self.written), owned, held
 
     def frees_without(self, dropped: set[tuple[str, int]]) -> int:
         """What deleting all of ``dropped`` (dataset name, version) together frees: chunks shared only
@@ -346,7 +398,9 @@ class UsageScan:
     # the report -------------------------------------------------------------------------------
 
     def store_figures(self, url: str) -> dict:
-        """The store section of ``osmo store report`` (docs/COSTS.md defines every figure)."""
+        """The store's figures: ``osmo store stats`` and the store section of ``osmo store report``
+        (docs/COSTS.md defines every one). Counts and sizes that depend on reading every live
+        manifest are ``None`` (unknown) when one cannot be read."""
         self._plan()
         stored = sum(v.size for v in self.verdicts.values())
         live = sum(v.size - v.dead_bytes for v in self.verdicts.values())
@@ -357,15 +411,22 @@ class UsageScan:
         target = self.chunks.config.pack_target_size
         unknown = self.unreadable > 0  # chunks only an unreadable manifest references look dead: unknown
         damaged = sum(1 for ds in self.datasets for v in ds.versions if v.unreadable or v.lost_chunks)
+        logical = sum(ds.logical_bytes for ds in self.datasets)
+
+        def known(value):
+            return None if unknown else value
+
         return {
-            "url": url, "stored_bytes": stored, "live_bytes": None if unknown else live,
-            "dead_bytes": None if unknown else self.baseline_freed,
-            "unreclaimed_bytes": None if unknown else stored - live - self.baseline_freed,
-            "damaged_versions": damaged,
-            "logical_bytes": sum(ds.logical_bytes for ds in self.datasets),
-            "datasets": len(self.datasets), "versions": sum(len(ds.versions) for ds in self.datasets),
-            "packs": len(self.verdicts), "chunks": self.index.counts()["chunks"], "live_chunks": len(self.owner),
-            "objects": objects, "object_bytes": object_bytes, "missing_chunks": self.missing,
+            "url": url, "datasets": len(self.datasets), "versions": sum(len(ds.versions) for ds in self.datasets),
+            "chunks": known(len(self.owner) - len(self.nodes)), "manifest_nodes": known(len(self.nodes)),
+            "missing_chunks": self.missing, "damaged_versions": damaged,
+            "packs": len(self.verdicts), "stored_bytes": stored, "logical_bytes": logical,
+            "live_bytes": known(live), "dead_bytes": known(stored - live),
+            "reclaimable_bytes": known(self.baseline_freed),
+            "unreclaimed_bytes": known(stored - live - self.baseline_freed),
+            "dedup_ratio": known(ratio(logical, self.data_raw)),
+            "compression_ratio": known(ratio(self.data_raw, self.data_stored)),
+            "objects": objects, "object_bytes": object_bytes,
             "requests": {"upload_per_gb": math.ceil(GB / target) + 1,
                          "download_per_gb": math.ceil(GB / min(target, MAX_SPAN))},
         }

@@ -322,10 +322,10 @@ def test_an_upload_selecting_nothing_commits_nothing(cli, store, tmp_path, case)
     needle = "no files found"
     if case == "all excluded":
         args = [str(store["src"]), "--exclude", "*"]
-        needle = "3 file(s) excluded by --include/--exclude"
+        needle = "3 files excluded by --include/--exclude"
     elif case == "include matches none":
         args = [str(store["src"]), "--include", "*.mcap", "--exclude", "sub"]
-        needle = "3 file(s) excluded by --include/--exclude"
+        needle = "3 files excluded by --include/--exclude"
     elif case == "only links and fifos":
         os.symlink(store["src"] / "a.txt", empty / "link")
         os.symlink(store["src"], empty / "folder-link")

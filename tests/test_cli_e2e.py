@@ -296,7 +296,7 @@ def test_rename_and_delete(cli, tmp_path):
     assert downloaded(cli, "renamed:mytag", tmp_path / "o-tag") == (1, trees[0])
 
     assert cli("dataset", "delete", "renamed:3", "--json").json() == {
-        "dataset": "renamed", "deleted_versions": 1, "version": 3, "all": False}
+        "dataset": "renamed", "deleted_versions": 1, "version": 3, "all": False, "tags_removed": []}
     assert_error(cli("dataset", "download", "renamed:3", str(tmp_path / "x"), check=False), 3, "renamed:3")
     assert not (tmp_path / "x").exists()
     assert downloaded(cli, "renamed", tmp_path / "o-latest") == (2, trees[1])
@@ -310,7 +310,7 @@ def test_rename_and_delete(cli, tmp_path):
     # version numbers are never reused
     assert cli("dataset", "upload", "renamed", str(tmp_path / "src2"), "--json").json()["version"] == 4
     assert cli("dataset", "delete", "renamed", "--all", "--json").json() == {
-        "dataset": "renamed", "deleted_versions": 3, "all": True}
+        "dataset": "renamed", "deleted_versions": 3, "all": True, "tags_removed": ["mytag"]}
     assert cli("dataset", "list", "--json").json() == []
     assert_error(cli("dataset", "download", "renamed", str(tmp_path / "y"), check=False), 3, "renamed")
     assert_error(cli("dataset", "info", "renamed", check=False), 3, "renamed")

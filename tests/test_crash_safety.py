@@ -6,6 +6,7 @@ same upload must succeed, reuse what was already stored and download byte-exact.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -46,8 +47,11 @@ def count_packs(store: str) -> int:
 
 
 def assert_one_error_line(err: str, *needles: str) -> None:
+    """One error line: ``osmo: error: ...``, or with ``--json`` one JSON object (its message checked)."""
     assert "Traceback" not in err, err
     lines = err.strip("\n").split("\n")
+    if lines[0].startswith("{"):
+        lines = ["osmo: error: " + json.loads(lines[0])["error"]] + lines[1:]
     assert len(lines) == 1 and lines[0].startswith("osmo: error: "), err
     for needle in needles:
         assert needle in lines[0], (needle, err)

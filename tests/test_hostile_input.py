@@ -29,6 +29,10 @@ def assert_error(result, code: int, *needles: str) -> None:
     assert result.code == code, (result.code, result.out, result.err)
     assert "Traceback" not in result.err
     lines = result.err.strip("\n").split("\n")
+    if lines[0].startswith("{"):  # --json: the error as a JSON object
+        error = json.loads(lines[0])
+        assert error["exit"] == code and error["code"] and len(lines) == 1, result.err
+        lines = ["osmo: error: " + error["error"]]
     assert len(lines) == 1 and lines[0].startswith("osmo: error: "), result.err
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
@@ -99,7 +103,7 @@ def test_flipped_byte_in_a_pack(cli, tmp_path, store):
     report = verify.json()
     assert report["ok"] is False and len(report["problems"]) == 2
     assert pack_name(path) in report["problems"][0]
-    assert report["problems"][1].startswith("ds:2: 1 file(s) lost data (victim.bin)")
+    assert report["problems"][1].startswith("ds:2: 1 file lost data (victim.bin)")
     human = cli("store", "verify", "--read-data", check=False)
     assert human.code == 5 and human.out.startswith("problem: ") and pack_name(path) in human.out.splitlines()[0]
 

@@ -8,6 +8,7 @@ that read the objects before the damage is meant.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -25,10 +26,13 @@ T0 = 1_600_000_000_000_000_000
 
 
 def one_error(result, code: int, *needles: str) -> str:
-    """The single ``osmo: error:`` line of a failed command (warnings may precede it)."""
+    """The single ``osmo: error:`` line of a failed command (warnings may precede it); with ``--json``
+    the error is a JSON object, given back as that line."""
     assert result.code == code, (result.code, result.out, result.err)
     assert "Traceback" not in result.err
     errors = [line for line in result.err.splitlines() if line.startswith("osmo: error: ")]
+    errors += ["osmo: error: " + e["error"] for e in map(json.loads, (line for line in result.err.splitlines()
+                                                                     if line.startswith("{"))) if e["exit"] == code]
     assert len(errors) == 1, result.err
     for needle in needles:
         assert needle in errors[0], (needle, errors[0])
@@ -382,3 +386,18 @@ def test_repair_on_object_stores(remote_url, tmp_path, tiny_config):
             repo.download(f"ds:{i + 1}", str(tmp_path / f"out{i}"))
             assert snapshot(tmp_path / f"out{i}", mtimes=False) == snapshot(src, mtimes=False)
         assert repo.verify(read_data=True).ok
+
+
+def test_an_event_that_cannot_be_read_at_all_blocks_nothing_and_repair_says_what_it_cannot_fix(cli, tmp_path, store):
+    path = object_path(cli.store, log_key(3))
+    os.remove(path)
+    os.mkdir(path)  # a folder where the event's file was: no read can succeed
+    new = fresh(cli, tmp_path)
+    listed = new("dataset", "list", "--json")
+    assert {d["name"] for d in listed.json()} == {"ds", "other"} and log_key(3) in listed.err
+    result = new("store", "repair", "--json", check=False)
+    one_error(result, 5, log_key(3), "could not be repaired")
+    assert result.json()["left"] == [log_key(3)]
+    os.rmdir(path)
+    new("store", "repair")
+    assert fresh(cli, tmp_path, "third")("store", "verify").code == 0

@@ -25,7 +25,7 @@ from osmo_store.report import estimate_costs, load_prices, to_html
 TIMEOUT = 90
 WINDOW = (1280, 2400)
 BACKGROUND = (0xF4, 0xF6, 0xF8)  # the page background of html.py
-PALETTE = {"logical": (0x9E, 0xCA, 0xE1), "stored": (0x21, 0x66, 0xAC), "unique": (0xE0, 0x82, 0x14),
+PALETTE = {"new": (0x21, 0x66, 0xAC), "unique": (0xE0, 0x82, 0x14),
            "with dedup": (0x1B, 0x9E, 0x77), "without dedup": (0xB8, 0xB8, 0xB8)}
 GIB = 1024**3
 DATASETS = {"lidar": 5, "camera-front": 8, "sim_assets": 3}  # name -> number of versions
@@ -45,6 +45,7 @@ def synthetic_report() -> dict:
             unique = stored * 2 // 3
             versions.append({"version": v, "created": 1790000000.0 + 86400 * v, "tags": ["prod"] if v == count else [],
                              "logical_bytes": logical, "stored_bytes": stored, "unique_bytes": unique,
+                             "new_bytes": stored if v == 1 else stored // 3,
                              "shared_bytes": stored - unique, "dedup_ratio": logical / stored,
                              "compression_ratio": 1.2})
         logical = sum(v["logical_bytes"] for v in versions)

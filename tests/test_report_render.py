@@ -37,6 +37,7 @@ def make_report(n_datasets: int, n_versions: int, names: list[str] | None = None
             versions.append({"version": v, "created": 1795000000.0 + 3600 * v,
                              "tags": ["prod", "<script>alert(1)</script>"] if v == n_versions else [],
                              "logical_bytes": logical, "stored_bytes": stored, "unique_bytes": unique,
+                             "new_bytes": stored if v == 1 else stored // 5,
                              "shared_bytes": stored - unique, "dedup_ratio": logical / stored,
                              "compression_ratio": 1.25})
         logical = sum(v["logical_bytes"] for v in versions)
@@ -299,7 +300,7 @@ def test_html_is_self_contained_and_has_the_charts():
     parsed = Charts(page)
     assert len(parsed.ids) == len(set(parsed.ids))
     for name in ("lidar", "camera-front", "sim_assets"):
-        assert parsed.bars[f"chart-versions-{name}"] == 12  # logical + stored for each of 6 versions
+        assert parsed.bars[f"chart-versions-{name}"] == 12  # new + unique for each of 6 versions
     assert parsed.bars["chart-unique"] == 3
     assert parsed.bars["chart-costs"] == 2 * len(DEFAULT_PRICES)
     assert sum(parsed.bars.values()) == 3 * 12 + 3 + 10
@@ -308,7 +309,7 @@ def test_html_is_self_contained_and_has_the_charts():
     first = report["costs"]["classes"][0]
     assert money(first["monthly"]) in costs_text and "S3 Standard" in costs_text
     assert "version" in parsed.texts["chart-versions-lidar"]
-    assert any("GiB" in t for t in parsed.texts["chart-versions-lidar"])
+    assert any(re.fullmatch(r"[\d.]+ [MG]iB", t) for t in parsed.texts["chart-versions-lidar"])  # axis ticks
 
 
 def test_html_escapes_names_and_tags():

@@ -110,7 +110,10 @@ def test_catalog_operations(memory_repo, tmp_path):
     assert memory_repo.upload(UploadRequest("fresh", [str(src)])).version == 1
 
 
-def test_stat_cache_skips_unchanged_files(local_repo, tmp_path):
+def test_stat_cache_skips_unchanged_files(local_repo, tmp_path, monkeypatch):
+    from osmo_store.transfer import upload as upload_mod
+
+    monkeypatch.setattr(upload_mod, "RACY_SECONDS", -1)  # cache files whose ctime is fresh (utime just set it)
     src = make_tree(tmp_path / "src", files=10)
     old = 1_600_000_000
     for folder, _, files in os.walk(src):

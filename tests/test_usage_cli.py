@@ -52,7 +52,9 @@ def test_report_formats_agree(cli, tmp_path):
 def test_report_errors_are_one_line(cli, tmp_path):
     populated(cli, tmp_path)
     assert_error(cli("store", "report", "--dataset", "nope", check=False), 3, "nope")
-    assert_error(cli("store", "report", "--json", "--html", str(tmp_path / "x.html"), check=False), 2, "--html")
+    both = cli("store", "report", "--json", "--html", str(tmp_path / "x.html"), check=False)
+    assert both.code == 2 and both.out == "" and json.loads(both.err)["code"] == "usage"  # --json: a JSON error
+    assert "--html" in json.loads(both.err)["error"]
     assert_error(cli("store", "report", "--html", str(tmp_path / "no" / "x.html"), check=False), 2, "x.html")
     config = tmp_path / "osmo-config.yaml"
     config.write_text(yaml.safe_dump({"prices": {"s3-standard": {"storage_gb_month": "cheap"}}}))

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from osmo_run.local import db
 from osmo_run.local.procs import ProcessIdentity
 from osmo_run.local.settings import Capacity, Settings
-from osmo_run.spec import Group, Workflow
+from osmo_run.spec import Group, Resources, Workflow
 
 
 def _memory_total() -> int:
@@ -63,7 +63,16 @@ def pool_capacity(settings: Settings, detected: Capacity | None = None) -> Capac
 
 def describe(cap: Capacity) -> str:
     gpus = f"{cap.gpu} GPU" + ("s" if cap.gpu != 1 else "") if cap.gpu else "no GPU"
-    return f"{cap.cpu:g} CPUs, {cap.memory / 2**30:.1f} GiB memory, {gpus}"
+    return f"{cap.cpu:g} CPU{'' if cap.cpu == 1 else 's'}, {cap.memory / 2**30:.1f} GiB memory, {gpus}"
+
+
+def describe_request(res: Resources, want: Demand) -> str:
+    """What a task asked for, as its log says it: only the resources its spec gives."""
+    asked = [text for given, text in ((res.cpu, f"cpu {want.cpu:g}"),
+                                      (res.memory, f"memory {want.memory / 2**30:.1f}".rstrip("0").rstrip(".")
+                                       + " GiB"),
+                                      (res.gpu, f"gpu {want.gpu}")) if given]
+    return ", ".join(asked) if asked else "none asked for: nothing is reserved for it"
 
 
 @dataclass(frozen=True)
@@ -102,8 +111,7 @@ def plan_gang(workflow: Workflow, group: Group, settings: Settings, cap: Capacit
         total = total + want
         res = workflow.resources_for(task)
         lines = notes.setdefault(task.name, [])
-        asked = f"cpu {want.cpu:g}, memory {want.memory / 2**30:.2g} GiB, gpu {want.gpu}"
-        lines.append(f"resources: {asked} (resource {task.resource!r})")
+        lines.append(f"resources: {describe_request(res, want)} (resource {task.resource!r})")
         asked_for = f"platform {res.platform}" if res.platform else "no platform asked for"
         lines.append(f"{asked_for} -> pool {settings.name!r}: this machine ({machine})")
         if want.gpu and not cap.gpu:

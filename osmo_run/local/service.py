@@ -22,7 +22,7 @@ from typing import Any
 from osmo_run.kube.pool import PoolConfigError, parse_pool
 from osmo_run.local import procs
 from osmo_run.local.credentials import CredentialError, masked_values, resolve_task, resolve_workflow
-from osmo_run.local.errors import CONFLICT, NotFound, RunnerError
+from osmo_run.local.errors import CONFLICT, NotFound, RunnerError, closest, did_you_mean
 from osmo_run.local.paths import PRIVATE_FILE, PRIVATE_UMASK, StatePaths
 from osmo_run.local.pool import check_workflow, pool_capacity
 from osmo_run.local.settings import Settings, load_settings
@@ -129,7 +129,8 @@ def cancel(workflow_id: str) -> dict[str, Any]:
         state.reconcile(workflow_id)
         row = state.workflow(workflow_id)
         if is_terminal(row["status"]):
-            raise RunnerError(f"workflow {workflow_id} has already ended: {row['status']}", CONFLICT)
+            raise RunnerError(f"workflow {workflow_id} has already ended: {row['status']}", CONFLICT,
+                              workflow=workflow_id)
         state.request_cancel(workflow_id)
         who = state.supervisor_of(row)
         if who is not None and who.alive():
@@ -223,7 +224,10 @@ def log_paths(workflow_id: str, task: str | None) -> dict[str, str]:
         names = [t["name"] for t in state.tasks(workflow_id)]
         if task is not None:
             if task not in names:
-                raise NotFound(f"workflow {workflow_id} has no task {task!r} (tasks: {', '.join(names)})")
+                near = closest(task, names)
+                raise NotFound(f"workflow {workflow_id} has no task {task!r}"
+                               + (did_you_mean(near) if near else f" (tasks: {', '.join(names)})"),
+                               workflow=workflow_id, task=task, suggestions=near or None)
             names = [task]
         return {name: state.paths.task_log(workflow_id, name) for name in names}
     finally:

@@ -13,7 +13,7 @@ import time
 from typing import Any, Iterable
 
 from osmo_run.local import db
-from osmo_run.local.errors import NotFound
+from osmo_run.local.errors import NotFound, closest, did_you_mean
 from osmo_run.local.paths import StatePaths
 from osmo_run.local.procs import ProcessIdentity
 from osmo_run.local.statuses import GroupStatus, TaskStatus, WorkflowStatus, is_terminal
@@ -107,7 +107,11 @@ class StateStore:
     def workflow(self, workflow_id: str) -> dict[str, Any]:
         row = self.conn.execute("SELECT * FROM workflows WHERE id = ?", (workflow_id,)).fetchone()
         if row is None:
-            raise NotFound(f"no workflow {workflow_id!r} in {self.paths.root} (see 'osmo workflow list')")
+            ids = [r[0] for r in self.conn.execute("SELECT id FROM workflows")]
+            near = closest(workflow_id, ids)
+            raise NotFound(f"no workflow {workflow_id!r} in {self.paths.root}"
+                           + (did_you_mean(near) if near else " (see 'osmo workflow list')"),
+                           workflow=workflow_id, suggestions=near or None)
         return dict(row)
 
     def workflows(self) -> list[dict[str, Any]]:

@@ -37,7 +37,8 @@ def open_azure(url: str, options: dict[str, Any]) -> AzureBlobStore:
     scheme, _, rest = url.partition("://")
     unknown = sorted(set(options) - set(OPTIONS) - {"allow_unsafe_create"})
     if unknown:
-        raise UsageError(f"store {url}: unknown Azure option(s) {', '.join(unknown)} "
+        raise UsageError(f"store {url}: unknown Azure {'option' if len(unknown) == 1 else 'options'} "
+                         f"{', '.join(unknown)} "
                          f"(known: {', '.join(OPTIONS)})")
     root = rest.strip("/")
     if "@" in root.split("/", 1)[0]:  # abfs://container@account.dfs.core.windows.net/prefix

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from osmo_store.blob.base import BlobStore, ObjectInfo
 from osmo_store.blob.wrappers import DelegatingBlobStore
-from osmo_store.errors import AlreadyExistsError, BackendError, NotFoundError, TransientBackendError
+from osmo_store.errors import AlreadyExistsError, NotFoundError, TransientBackendError, UnavailableError
 
 T = TypeVar("T")
 log = logging.getLogger("osmo.store.retry")
@@ -57,7 +57,7 @@ class RetryingBlobStore(DelegatingBlobStore):
             except TransientBackendError as exc:
                 failures += 1
                 if failures >= self.policy.attempts:
-                    raise BackendError(f"{exc} (gave up after {failures} attempts)") from None
+                    raise UnavailableError(f"{exc} (gave up after {failures} attempts)") from None
                 self.retries += 1
                 log.debug("retrying after a transient error (%d/%d): %s", failures, self.policy.attempts, exc)
                 self.sleep(self.policy.delay(failures, self.rng))

@@ -41,7 +41,8 @@ def open_s3(url: str, options: dict[str, Any]) -> S3BlobStore:
     """``s3://bucket[/prefix]`` with store options (see ``OPTIONS``)."""
     unknown = sorted(set(options) - set(OPTIONS) - {"allow_unsafe_create"})
     if unknown:
-        raise UsageError(f"store {url}: unknown S3 option(s) {', '.join(unknown)} "
+        raise UsageError(f"store {url}: unknown S3 {'option' if len(unknown) == 1 else 'options'} "
+                         f"{', '.join(unknown)} "
                          f"(known: {', '.join(OPTIONS)})")
     root = url[len("s3://"):].strip("/")
     if not root:

@@ -7,7 +7,7 @@ from rich.tree import Tree
 
 from osmo_store.cli.context import json_option, pass_state
 from osmo_store.cli.dataset_edit_cmds import register_edit_commands
-from osmo_store.cli.output import (BarProgress, emit_json, human_bytes, human_time, note, out_console,
+from osmo_store.cli.output import (BarProgress, emit_json, human_bytes, human_time, note, out_console, plural,
                                    print_table)
 from osmo_store.errors import UsageError
 from osmo_store.report.render import ratio
@@ -71,8 +71,9 @@ def upload(state, target, paths, desc, metadata, label, include, exclude, worker
     if as_json:
         emit_json(result.to_json())
         return
-    click.echo(f"{result.dataset}:{result.version}  {result.files} files, {human_bytes(result.logical_bytes)}, "
-               f"{human_bytes(result.stored_bytes)} new in the store, {result.seconds:.1f} s")
+    click.echo(f"{result.dataset}:{result.version}  {plural(result.files, 'file')}, "
+               f"{human_bytes(result.logical_bytes)}, {human_bytes(result.stored_bytes)} new in the store, "
+               f"{result.seconds:.1f} s")
 
 
 @dataset.command()
@@ -90,7 +91,7 @@ def download(state, source, dest, include, exclude, workers, as_json) -> None:
     if as_json:
         emit_json({"dataset": parse_ref(source).name, "version": rec["version"], **result.to_json()})
         return
-    click.echo(f"{parse_ref(source).name}:{rec['version']} -> {dest}  {result.files} files, "
+    click.echo(f"{parse_ref(source).name}:{rec['version']} -> {dest}  {plural(result.files, 'file')}, "
                f"{human_bytes(result.bytes)} ({result.files_skipped} already present), {result.seconds:.1f} s")
 
 
@@ -116,8 +117,13 @@ def list_(state, as_json) -> None:
 def info(state, name, as_json) -> None:
     """Show a dataset's versions: status, created, files, sizes, tags, checksum.
 
-    STORED is what a version's distinct chunks take in the store; UNIQUE what deleting it would
-    free after 'osmo store gc'; DEDUP its logical size over its distinct chunks' size.
+    \b
+    LOGICAL  the size of its files (what a download writes)
+    STORED   the stored size of the distinct chunks and manifest nodes it references
+    NEW      what its upload added to the store (packs written)
+    UNIQUE   what deleting it would free now, after 'osmo store gc --min-age 0'
+    DEDUP    its logical size over the size of its distinct chunks
+    Where NEW and UNIQUE differ, a line below the table says why.
     """
     desc = state.repo().describe(parse_ref(name).name)
     if as_json:
@@ -126,22 +132,27 @@ def info(state, name, as_json) -> None:
     labels = ", ".join(f"{k}={v}" for k, v in sorted(desc["labels"].items())) or "-"
     u = desc["usage"]
     click.echo(f"dataset {desc['name']}  (labels: {labels})  {human_bytes(u['logical_bytes'])} logical in all "
-               f"versions, {human_bytes(u['stored_bytes'])} stored, dedup {ratio(u['dedup_ratio'])}, "
-               f"compression {ratio(u['compression_ratio'])}")
+               f"live versions, {human_bytes(u['stored_bytes'])} stored, {human_bytes(u['unique_bytes'])} unique, "
+               f"dedup {ratio(u['dedup_ratio'])}, compression {ratio(u['compression_ratio'])}")
     rows = []
     for v in desc["versions"]:
         vu = v.get("usage") or {}
         rows.append([v["version"], v["status"], human_time(v["created"]), v["user"], v["files"],
                      human_bytes(v["logical_bytes"]), human_bytes(vu.get("stored_bytes")),
-                     human_bytes(vu.get("unique_bytes")), ratio(vu.get("dedup_ratio")),
-                     ",".join(v["tags"]) or "-", v["checksum"][:16]])
-    print_table(["version", "status", "created", "user", "files", "logical", "stored", "unique", "dedup", "tags",
-                 "checksum"], rows)
+                     human_bytes(v.get("new_bytes")), human_bytes(vu.get("unique_bytes")),
+                     ratio(vu.get("dedup_ratio")), ",".join(v["tags"]) or "-", v["checksum"][:16]])
+    print_table(["version", "status", "created", "user", "files", "logical", "stored", "new", "unique", "dedup",
+                 "tags", "checksum"], rows)
+    for v in desc["versions"]:
+        why = (v.get("usage") or {}).get("note")
+        if why:
+            click.echo(f"version {v['version']}: new {human_bytes(v['new_bytes'])}, unique "
+                       f"{human_bytes(v['usage']['unique_bytes'])}: {why}")
     for v in desc["versions"]:
         damage = v.get("damage")
         if damage:
             more = damage["files"] - len(damage["named"])
-            files = (f"{damage['files']} file(s) lost data: {', '.join(damage['named'])}"
+            files = (f"{plural(damage['files'], 'file')} lost data: {', '.join(damage['named'])}"
                      + (f" and {more} more" if more > 0 else "")) if damage["files"] else ""
             click.echo(f"damaged: version {v['version']}: " + "; ".join(filter(None, [files, *damage["unreadable"]]))
                        + " (upload the same data again to heal it; 'osmo store repair' for the rest)")
@@ -224,7 +235,7 @@ def checksum(paths, include, exclude, as_json) -> None:
     if as_json:
         emit_json(result)
         return
-    click.echo(f"{result['checksum']}  {result['files']} files, {human_bytes(result['logical_bytes'])}")
+    click.echo(f"{result['checksum']}  {plural(result['files'], 'file')}, {human_bytes(result['logical_bytes'])}")
 
 
 register_edit_commands(dataset)

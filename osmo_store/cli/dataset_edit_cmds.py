@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from osmo_store.cli.context import json_option, pass_state
-from osmo_store.cli.output import emit_json
+from osmo_store.cli.output import emit_json, plural
 from osmo_store.errors import UsageError
 from osmo_store.ids import check_key, check_name, parse_key_value, parse_ref
 
@@ -102,30 +102,45 @@ def rename(state, old, new, as_json) -> None:
 @click.command()
 @click.argument("source", metavar="NAME[:REF]")
 @click.option("--all", "all_", is_flag=True, help="Delete every version and free the name.")
+@click.option("--keep-tags", is_flag=True, hidden=True)  # refused with the reason (see the help text)
 @json_option
 @pass_state
-def delete(state, source, all_, as_json) -> None:
+def delete(state, source, all_, keep_tags, as_json) -> None:
     """Mark a version (or with --all, the whole dataset) deleted.
 
     Deleted versions can no longer be downloaded; their space is reclaimed by garbage collection.
+    The tags pointing at a deleted version go with it, and the output names them. There is no
+    --keep-tags (it is refused): a tag names one version, so to keep a tag, point it at another
+    version first ('osmo dataset tag NAME:OTHER --set TAG'), then delete.
     """
+    if keep_tags:
+        raise UsageError("--keep-tags is not supported: a tag names one version and goes with it; point the tag "
+                         "at another version first ('osmo dataset tag NAME:OTHER --set TAG'), then delete",
+                         option="--keep-tags")
     ref = parse_ref(source)
-    log = state.repo().log
+    repo = state.repo()
+    log = repo.log
     if all_:
         if ref.tag or ref.version:
-            raise UsageError(f"{source}: --all deletes a whole dataset; give just NAME")
+            raise UsageError(f"{source}: --all deletes a whole dataset; give just NAME", dataset=ref.name)
+        tags = sorted(repo.catalog.tags(log.dataset_id(ref.name)))
         count = log.delete_dataset(ref.name)
-        result = {"dataset": ref.name, "deleted_versions": count, "all": True}
+        result = {"dataset": ref.name, "deleted_versions": count, "all": True, "tags_removed": tags}
     else:
         if ref.tag is None and ref.version is None:
-            raise UsageError(f"{source}: say which version (NAME:VERSION or NAME:TAG), or --all")
-        result = {"dataset": ref.name, "deleted_versions": 1, "version": log.delete_version(ref), "all": False}
+            raise UsageError(f"{source}: say which version (NAME:VERSION or NAME:TAG), or --all", dataset=ref.name)
+        tags: list[str] = []
+        version = log.delete_version(ref, tags)
+        result = {"dataset": ref.name, "deleted_versions": 1, "version": version, "all": False,
+                  "tags_removed": tags}
     if as_json:
         emit_json(result)
-    elif all_:
-        click.echo(f"deleted dataset {ref.name} ({result['deleted_versions']} versions)")
+        return
+    gone = f"; {plural(len(tags), 'tag')} went with it: {', '.join(tags)}" if tags else ""
+    if all_:
+        click.echo(f"deleted dataset {ref.name} ({plural(result['deleted_versions'], 'version')}){gone}")
     else:
-        click.echo(f"deleted {ref.name}:{result['version']}")
+        click.echo(f"deleted {ref.name}:{result['version']}{gone}")
 
 
 def register_edit_commands(group: click.Group) -> None:

@@ -3,7 +3,8 @@
 Errors from the library (``OsmoError``) are printed as one line ``osmo: error: ...`` and exit with the
 error's code (README lists them); so are click's usage errors (a bad option value, a missing
 argument: exit 2). Anything unexpected is reported in one line too, with the traceback only under
-``--debug``.
+``--debug``. When the command line has ``--json``, the line is one JSON object instead
+(``output.error_json``: ``error``, ``code``, ``exit`` and what the error names).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import click
 
 from osmo_store import __version__
 from osmo_store.cli.context import State
+from osmo_store.cli.output import error_line, wants_json
 from osmo_store.cli.dataset_cmds import dataset
 from osmo_store.cli.store_cmds import store
 from osmo_store.cli.usage_cmds import report, retain
@@ -45,12 +47,13 @@ class OsmoGroup(click.Group):
         return self.commands.get(name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        wants_json(ctx, args)
         try:
             return super().parse_args(ctx, args)
         except click.exceptions.NoArgsIsHelpError:
             raise
         except click.UsageError as exc:
-            click.echo(f"osmo: error: {_usage_line(exc)}", err=True)
+            click.echo(error_line(ctx, _usage_line(exc), "usage", 2, _usage_subject(exc)), err=True)
             ctx.exit(2)
 
     def invoke(self, ctx: click.Context):
@@ -65,20 +68,20 @@ class OsmoGroup(click.Group):
             state = ctx.find_object(State)
             where = state.discard_index() if state is not None else None
             _fail(ctx, f"{exc}; it was removed and will be rebuilt from the store: run the command again"
-                  if where else str(exc), exc.exit_code)
+                  if where else str(exc), exc.exit_code, exc.code, exc.subject)
         except OsmoError as exc:
-            _fail(ctx, str(exc), exc.exit_code)
+            _fail(ctx, str(exc), exc.exit_code, exc.code, exc.subject)
         except KeyboardInterrupt:
-            _fail(ctx, "interrupted; nothing partial was committed", 130)
+            _fail(ctx, "interrupted; nothing partial was committed", 130, "interrupted")
         except click.exceptions.NoArgsIsHelpError:
             raise
         except click.UsageError as exc:
-            _fail(ctx, _usage_line(exc), 2)
+            _fail(ctx, _usage_line(exc), 2, "usage", _usage_subject(exc))
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:  # the one place unexpected errors are turned into a message
             _fail(ctx, f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
-                  INTERNAL_ERROR)
+                  INTERNAL_ERROR, "internal")
 
 
 def _usage_line(exc: click.UsageError) -> str:
@@ -88,13 +91,22 @@ def _usage_line(exc: click.UsageError) -> str:
     return f"{message} (see '{command} --help')"
 
 
-def _fail(ctx: click.Context, message: str, code: int) -> None:
+def _usage_subject(exc: click.UsageError) -> dict:
+    """What a click usage error names: the option or argument, when click knows it."""
+    param = getattr(exc, "param", None)
+    if param is None:
+        return {}
+    name = param.opts[0] if isinstance(param, click.Option) and param.opts else param.name
+    return {"option" if isinstance(param, click.Option) else "argument": name}
+
+
+def _fail(ctx: click.Context, message: str, exit_code: int, code: str, subject: dict | None = None) -> None:
     state = ctx.find_object(State)
     if state is not None and state.debug:
         traceback.print_exc()
-    click.echo(f"osmo: error: {message}", err=True)
+    click.echo(error_line(ctx, message, code, exit_code, subject), err=True)
     state and state.close()
-    ctx.exit(code)
+    ctx.exit(exit_code)
 
 
 @click.group(cls=OsmoGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,7 +7,8 @@ import click
 from osmo_store.blob import open_blob_store
 from osmo_store.blob.urls import without_password
 from osmo_store.cli.context import json_option, pass_state
-from osmo_store.cli.output import CountProgress, emit_json, human_bytes, note
+from osmo_store.cli.output import CountProgress, emit_json, human_bytes, note, plural
+from osmo_store.report.render import ratio
 from osmo_store.config import KiB, MiB
 from osmo_store.errors import IntegrityError
 from osmo_store.gc import DEFAULT_REPACK_THRESHOLD, GcOptions
@@ -68,11 +69,12 @@ def verify(state, read_data, as_json) -> None:
             click.echo(f"problem: {problem}")
         for line in report.notes:
             click.echo(f"note: {line}")
-        click.echo(f"{report.versions} versions, {report.manifest_nodes} manifest nodes, {report.chunks} chunks, "
-                   f"{report.packs} packs ({report.packs_read} read in full), {report.events} events")
+        click.echo(f"{plural(report.versions, 'live version')}: {plural(report.chunks, 'chunk')} and "
+                   f"{plural(report.manifest_nodes, 'manifest node')}; {plural(report.packs, 'pack')} "
+                   f"({report.packs_read} read in full); {plural(report.events, 'event')}")
     if not report.ok:
-        raise IntegrityError(f"verify found {len(report.problems)} problem(s); 'osmo store repair' moves damaged "
-                             "objects aside and salvages what is intact")
+        raise IntegrityError(f"verify found {plural(len(report.problems), 'problem')}; 'osmo store repair' moves "
+                             "damaged objects aside and salvages what is intact")
     if not as_json:
         click.echo("ok")
 
@@ -94,7 +96,8 @@ def reindex(state, as_json) -> None:
     if as_json:
         emit_json({"warnings": warnings, **stats})
     else:
-        click.echo(f"reindexed {stats['packs']} packs, {stats['chunks']} chunks, {stats['versions']} versions")
+        click.echo(f"reindexed {plural(stats['packs'], 'pack')}: {plural(stats['versions'], 'live version')}, "
+                   f"{plural(stats['chunks'], 'chunk')}, {plural(stats['manifest_nodes'], 'manifest node')}")
 
 
 @store.command()
@@ -126,9 +129,14 @@ def repair(state, dry_run, as_json) -> None:
         emit_json(result.to_json())
     else:
         _print_repair(result)
+    if result.left:
+        raise IntegrityError(f"{plural(len(result.left), 'object')} could not be repaired ({', '.join(result.left)}): "
+                             "see above")
     if result.damaged_versions:
-        raise IntegrityError(f"{len(result.damaged_versions)} version(s) still lack data: upload the same data "
-                             "again to heal them, or delete them")
+        count = len(result.damaged_versions)
+        raise IntegrityError(f"{plural(count, 'version')} still {'lacks' if count == 1 else 'lack'} data: upload "
+                             f"the same data again to heal {'it' if count == 1 else 'them'}, or delete "
+                             f"{'it' if count == 1 else 'them'}")
 
 
 def _print_repair(result) -> None:
@@ -139,20 +147,21 @@ def _print_repair(result) -> None:
         click.echo(f"event {ev['key']}: {ev['problem']}: {would}{ev['action']}")
     for p in result.packs:
         where = "dropped from every index" if p["missing"] else "moved to quarantine/"
-        click.echo(f"{p['problem']}: {p['salvaged']} chunk(s) {would}salvaged, {p['lost']} lost; {would}{where}")
+        click.echo(f"{p['problem']}: {plural(p['salvaged'], 'chunk')} {would}salvaged, {p['lost']} lost; "
+                   f"{would}{where}")
     for dep in result.depended:
         click.echo(f"no longer applies: {dep['key']} ({dep['op']} {dep['dataset']}): {dep['why']}")
     for v in result.damaged_versions:
         more = f" and {v['files'] - len(v['named'])} more" if v["files"] > len(v["named"]) else ""
-        files = f"{v['files']} file(s) lost data: {', '.join(v['named'])}{more}" if v["files"] else ""
+        files = f"{plural(v['files'], 'file')} lost data: {', '.join(v['named'])}{more}" if v["files"] else ""
         click.echo(f"damaged: {v['dataset']}:{v['version']}: " + "; ".join(filter(None, [files, *v["unreadable"]])))
     nothing = not (result.config or result.events or result.packs)
     if nothing:
         click.echo("nothing to repair")
     else:
-        click.echo(f"{result.salvaged_chunks} chunk(s) {would}salvaged into new packs "
+        click.echo(f"{plural(result.salvaged_chunks, 'chunk')} {would}salvaged into new packs "
                    f"({human_bytes(result.salvaged_bytes)}), {result.lost_chunks} lost, "
-                   f"{result.deleted_packs} damaged pack(s) removed from packs/")
+                   f"{plural(result.deleted_packs, 'damaged pack')} removed from packs/")
 
 
 class StageBars:
@@ -200,29 +209,54 @@ def gc(state, dry_run, min_age, repack_threshold, as_json) -> None:
     if as_json:
         emit_json(result.to_json())
         return
-    verb = "would be" if dry_run else "were"
-    click.echo(f"live: {result.live_versions} versions, {result.live_chunks} chunks and nodes, "
-               f"{human_bytes(result.live_bytes)} in {result.packs} packs of {human_bytes(result.pack_bytes)}")
-    click.echo(f"condemned: {result.packs_condemned} packs ({human_bytes(result.bytes_condemned)}), "
-               f"{result.packs_repacked} of them repacked ({human_bytes(result.bytes_repacked_live)} live moved)")
-    click.echo(f"deleted: {result.packs_deleted} packs ({human_bytes(result.bytes_deleted)}) {verb} deleted; "
-               f"{result.packs_waiting} condemned packs ({human_bytes(result.bytes_waiting)}) wait for --min-age")
-    click.echo(f"kept: {result.packs_kept} packs ({human_bytes(result.bytes_kept)}; "
-               f"{human_bytes(result.dead_bytes_kept)} dead below the repack threshold or too young)")
+    would = "would " if dry_run else ""
+    click.echo(f"live: {plural(result.versions, 'version')}, {plural(result.chunks, 'chunk')} and "
+               f"{plural(result.manifest_nodes, 'manifest node')}")
+    click.echo(f"stored: {human_bytes(result.stored_bytes)} in {plural(result.packs, 'pack')}: "
+               f"{human_bytes(result.live_bytes)} live, {human_bytes(result.dead_bytes)} dead")
+    click.echo(f"condemned: {plural(result.packs_condemned, 'pack')} ({human_bytes(result.bytes_condemned)}), "
+               f"{result.packs_repacked} of them repacked ({human_bytes(result.bytes_repacked_live)} live "
+               f"{'to move' if dry_run else 'moved'} into {plural(result.packs_written, 'new pack')} of "
+               f"{human_bytes(result.bytes_written)})")
+    click.echo(f"deleted: {plural(result.packs_deleted, 'pack')} ({human_bytes(result.bytes_deleted)}); "
+               f"{plural(result.packs_waiting, 'condemned pack')} ({human_bytes(result.bytes_waiting)}) "
+               f"{'wait' if result.packs_waiting != 1 else 'waits'} for --min-age")
+    click.echo(f"kept: {plural(result.packs_kept, 'pack')} ({human_bytes(result.bytes_kept)}; "
+               f"{human_bytes(result.dead_bytes_kept)} of it dead: below the repack threshold, pack framing, "
+               "or too young)")
+    click.echo(f"{'would free' if dry_run else 'freed'}: {human_bytes(result.freed_bytes)} (deleted minus written)"
+               + ("" if options.min_age <= 0 else "; with --min-age 0 it frees what 'osmo store report' calls "
+                  "reclaimable"))
 
 
 @store.command()
 @json_option
 @pass_state
 def stats(state, as_json) -> None:
-    """Sizes and counts: logical vs stored bytes and the deduplication ratio."""
+    """The store's figures: what it holds, live and dead bytes, deduplication (docs/COSTS.md).
+
+    \b
+    logical      the files of every live version, each counted in full
+    stored       every pack in the store; of it live (chunks and manifest nodes
+                 live versions reference) and dead (the rest: unreferenced chunks,
+                 pack headers and footers)
+    reclaimable  what 'osmo store gc --min-age 0' would free now
+    chunks       distinct file-data chunks live versions reference; manifest
+                 nodes likewise
+    The storage report ('osmo store report') shows the same figures.
+    """
     s = state.repo().stats()
     if as_json:
         emit_json(s)
         return
-    rows = [("store", s["store"]), ("datasets", s["datasets"]), ("live versions", s["versions"]),
-            ("logical bytes", human_bytes(s["logical_bytes"])), ("stored bytes", human_bytes(s["stored_bytes"])),
-            ("dedup ratio", s["dedup_ratio"] or "-"), ("packs", s["packs"]), ("chunks", s["chunks"])]
+    rows = [("store", s["url"]), ("datasets", s["datasets"]), ("live versions", s["versions"]),
+            ("logical", human_bytes(s["logical_bytes"])),
+            ("stored", f"{human_bytes(s['stored_bytes'])} in {plural(s['packs'], 'pack')}"),
+            ("  live", human_bytes(s["live_bytes"])), ("  dead", human_bytes(s["dead_bytes"])),
+            ("reclaimable", human_bytes(s["reclaimable_bytes"])),
+            ("chunks", "?" if s["chunks"] is None else s["chunks"]),
+            ("manifest nodes", "?" if s["manifest_nodes"] is None else s["manifest_nodes"]),
+            ("dedup", ratio(s["dedup_ratio"])), ("compression", ratio(s["compression_ratio"]))]
     for k, v in rows:
         click.echo(f"{k:15} {v}")
 

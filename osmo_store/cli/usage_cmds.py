@@ -8,7 +8,7 @@ import tempfile
 import click
 
 from osmo_store.cli.context import json_option, pass_state
-from osmo_store.cli.output import emit_json, human_bytes, human_time, print_table
+from osmo_store.cli.output import emit_json, human_bytes, human_time, plural, print_table
 from osmo_store.errors import UsageError
 from osmo_store.gc import DEFAULT_REPACK_THRESHOLD
 from osmo_store.ids import parse_duration
@@ -49,11 +49,13 @@ def write_file(path: str, text: str) -> None:
 def report(state, dataset, fmt, html_file, repack_threshold) -> None:
     """What the store holds, who owns which bytes, and what it costs per month.
 
-    Per dataset and version: logical bytes, stored bytes, unique bytes (exactly what deleting it
-    would free after 'osmo store gc'), bytes shared with other datasets, dedup and compression
-    ratios. For the store: stored, live and dead bytes (awaiting gc), packs, chunks, objects and
-    requests per GB. Costs use list prices per storage class; override them in the config file's
-    'prices:' section (docs/COSTS.md).
+    Per dataset and version: logical bytes, stored bytes, new bytes (what its upload added), unique
+    bytes (exactly what deleting it would free after 'osmo store gc --min-age 0'), bytes shared with
+    other datasets, dedup and compression ratios, and a note where new and unique differ. For the
+    store: stored bytes in packs, of them live and dead, reclaimable (what gc would free now),
+    chunks, manifest nodes, objects and requests per GB: the figures of 'osmo store stats'. Costs
+    use list prices per storage class; override them in the config file's 'prices:' section
+    (docs/COSTS.md defines every figure).
     """
     if html_file and fmt:
         raise UsageError("report: give one of --json, --csv and --html")
@@ -101,5 +103,5 @@ def retain(state, name, keep_last, keep_within, keep_tagged, dry_run, repack_thr
     print_table(["version", "created", "action", "frees alone", "owns"], rows)
     count = len(result["delete"] if dry_run else result["deleted"])
     verb = "would delete" if dry_run else "deleted"
-    click.echo(f"{name}: {verb} {count} of {len(result['versions'])} versions; "
+    click.echo(f"{name}: {verb} {count} of {plural(len(result['versions']), 'version')}; "
                f"'osmo store gc' then frees {human_bytes(result['frees_bytes'])}")

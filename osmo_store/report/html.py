@@ -3,8 +3,9 @@
 Nothing on the page is fetched (no CDN, font, script or image URL), so it can be mailed, archived
 or opened offline. Charts, each with a stable ``id`` and one ``class="bar ..."`` element per bar:
 
-- ``chart-versions-<dataset>``: logical vs stored bytes of each version of a dataset (grouped bars;
-  axis labels are thinned out when a dataset has many versions, and a wide chart scrolls);
+- ``chart-versions-<dataset>``: per version of a dataset, what its upload added ("new") beside what
+  deleting it frees now ("unique"), grouped bars (axis labels are thinned out when a dataset has
+  many versions, and a wide chart scrolls); the table below says why where the two differ;
 - ``chart-unique``: the ten datasets owning the most unique bytes (horizontal bars);
 - ``chart-costs``: the monthly cost per storage class with and without dedup (horizontal bars).
 
@@ -21,8 +22,12 @@ import re
 
 from osmo_store.report.render import human_bytes, money, ratio, utc_time
 
-COLORS = {"logical": "#9ecae1", "stored": "#2166ac", "unique": "#e08214",
-          "dedup": "#1b9e77", "nodedup": "#b8b8b8"}
+COLORS = {"new": "#2166ac", "unique": "#e08214", "dedup": "#1b9e77", "nodedup": "#b8b8b8"}
+DEFINITIONS = ("stored: every pack in the store; live: the chunks and manifest nodes live versions reference; "
+               "dead: the rest (unreferenced chunks, pack framing); reclaimable: what 'osmo store gc --min-age 0' "
+               "frees now. Per version, new: what its upload added; unique: what deleting it frees now "
+               "(docs/COSTS.md).")
+VERSION_BARS = (("new", "new: added by its upload"), ("unique", "unique: deleting it frees now"))
 BINARY = ((1024**4, "TiB"), (1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB"), (1, "B"))
 
 CSS = """
@@ -107,17 +112,17 @@ def _fmt_tick(value: float, unit: str, size: int) -> str:
 
 
 def versions_chart(ds: dict, cid: str) -> str:
-    """Grouped bars, logical and stored bytes, one group per version of the dataset."""
+    """Grouped bars, new and unique bytes, one group per version of the dataset."""
     versions = sorted(ds.get("versions", []), key=lambda v: v.get("version", 0))
     n = max(len(versions), 1)
     left, right, top, bottom, plot_h = 78, 16, 46, 50, 200
     plot_w = 640.0 if n <= 40 else max(min(1040.0, 8.0 * n), 3.0 * n)  # fits a page up to ~350 versions
     group = plot_w / n
     width, height = left + plot_w + right, top + plot_h + bottom
-    vmax = max([max(v.get("logical_bytes") or 0, v.get("stored_bytes") or 0) for v in versions] or [0])
+    vmax = max([max(v.get(f"{kind}_bytes") or 0 for kind, _ in VERSION_BARS) for v in versions] or [0])
     ticks, unit, size = byte_ticks(vmax)
     scale = plot_h / ticks[-1]
-    body = _legend(left, 18, [("logical bytes", COLORS["logical"]), ("stored bytes", COLORS["stored"])])
+    body = _legend(left, 18, [(label, COLORS[kind]) for kind, label in VERSION_BARS])
     for t in ticks:
         y = top + plot_h - t * scale
         body.append(f'<line class="grid" x1="{left}" x2="{left + plot_w:.1f}" y1="{y:.1f}" y2="{y:.1f}"/>'
@@ -129,7 +134,7 @@ def versions_chart(ds: dict, cid: str) -> str:
         cx = left + group * (i + 0.5)
         label = f"{name} v{v.get('version')} ({utc_time(v.get('created'))[:10]})"
         label_y = None
-        for kind, x in (("logical", cx - bw - 0.5), ("stored", cx + 0.5)):
+        for (kind, _), x in zip(VERSION_BARS, (cx - bw - 0.5, cx + 0.5)):
             value = v.get(f"{kind}_bytes", 0) or 0
             h = value * scale
             h = max(h, 1.0) if value > 0 else 0.0
@@ -151,7 +156,8 @@ def versions_chart(ds: dict, cid: str) -> str:
                 f'<text x="{left + plot_w / 2:.1f}" y="{height - 8:.0f}" text-anchor="middle">version</text>'
                 f'<text transform="translate(14 {top + plot_h / 2:.0f}) rotate(-90)" text-anchor="middle">'
                 f'size ({unit}, binary units)</text>')
-    return _svg(cid, width, height, f"Logical vs stored bytes per version of {name}", body)
+    return _svg(cid, width, height, f"New and unique bytes per version of {name}: what each added, what deleting "
+                "it frees now", body)
 
 
 def hbar_chart(cid: str, title: str, rows: list[tuple[str, list[tuple[float, str, str, str]]]],
@@ -219,11 +225,16 @@ def _table(head: list[str], rows: list[list[str]], numeric: set[int]) -> str:
 
 
 def _sizes(d: dict) -> list[str]:
-    return [esc(human_bytes(d.get(k))) for k in ("logical_bytes", "stored_bytes", "unique_bytes", "shared_bytes")] + \
+    return [esc(human_bytes(d.get(k))) for k in ("logical_bytes", "stored_bytes", "new_bytes", "unique_bytes",
+                                                  "shared_bytes")] + \
         [esc(ratio(d.get("dedup_ratio"))), esc(ratio(d.get("compression_ratio")))]
 
 
-SIZE_HEAD = ["logical", "stored", "unique", "shared", "dedup", "compression"]
+SIZE_HEAD = ["logical", "stored", "new", "unique", "shared", "dedup", "compression"]
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
 
 
 def _source(c: dict) -> str:
@@ -258,28 +269,32 @@ def to_html(report: dict) -> str:
     req = store.get("requests", {})
     cards = [("stored", human_bytes(store.get("stored_bytes"))), ("logical", human_bytes(store.get("logical_bytes"))),
              ("live", human_bytes(store.get("live_bytes"))), ("dead", human_bytes(store.get("dead_bytes"))),
-             ("datasets", f"{len(datasets):,}"), ("packs", f"{store.get('packs', 0):,}"),
-             ("chunks", f"{store.get('chunks', 0):,}"), ("objects", f"{store.get('objects', 0):,}"),
+             ("reclaimable now", human_bytes(store.get("reclaimable_bytes"))),
+             ("datasets", _count(store.get("datasets", len(datasets)))),
+             ("live versions", _count(store.get("versions"))), ("packs", _count(store.get("packs"))),
+             ("chunks", _count(store.get("chunks"))), ("manifest nodes", _count(store.get("manifest_nodes"))),
+             ("objects", _count(store.get("objects"))),
              ("requests / GB up", f"{req.get('upload_per_gb', 0):,.1f}"),
              ("requests / GB down", f"{req.get('download_per_gb', 0):,.1f}")]
     parts = [f"<header><h1>osmo storage report</h1><p class=\"sub\">{esc(store.get('url', ''))} &middot; "
              f"generated {esc(utc_time(report.get('generated')))}</p></header>",
              '<section><h2>Store</h2><div class="cards">'
              + "".join(f'<div class="card">{esc(k)}<span class="v">{esc(v)}</span></div>' for k, v in cards)
-             + "</div></section>",
+             + f'</div><p class="note">{esc(DEFINITIONS)}</p></section>',
              _costs_section(report.get("costs"))]
-    ds_rows = [[esc(d["name"]), f"{len(d.get('versions', [])):,}"] + _sizes(d) for d in datasets]
-    ds_table = _table(["dataset", "versions"] + SIZE_HEAD, ds_rows, set(range(1, 8))) if datasets else ""
+    ds_rows = [[esc(d["name"]), f"{len(d.get('versions', [])):,}"] + _sizes(d) + [esc(d.get("note") or "")]
+               for d in datasets]
+    ds_table = _table(["dataset", "versions"] + SIZE_HEAD + ["note"], ds_rows, set(range(1, 9))) if datasets else ""
     parts.append(f'<section><h2>Datasets</h2><div class="scroll">{unique_chart(datasets)}</div>{ds_table}</section>')
     used: set[str] = set()
     for d in datasets:
         versions = sorted(d.get("versions", []), key=lambda v: v.get("version", 0))
         rows = [[f"v{esc(v.get('version'))}", esc(utc_time(v.get("created"))),
-                 esc(", ".join(v.get("tags", [])))] + _sizes(v) for v in versions]
+                 esc(", ".join(v.get("tags", [])))] + _sizes(v) + [esc(v.get("note") or "")] for v in versions]
         parts.append(f'<div class="dataset"><h3>{esc(d["name"])}</h3>'
                      f'<div class="scroll">{versions_chart(d, chart_id(d["name"], used))}</div>'
                      f"<details><summary>{len(versions):,} version{'' if len(versions) == 1 else 's'}: table</summary>"
-                     + _table(["version", "created", "tags"] + SIZE_HEAD, rows, set(range(3, 9)))
+                     + _table(["version", "created", "tags"] + SIZE_HEAD + ["note"], rows, set(range(3, 10)))
                      + "</details></div>")
     title = f"osmo storage report: {store.get('url', '')}"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -11,6 +11,13 @@ version, and a file is trusted only when its identity (size, mtime, ctime, inode
 before and after reading it and the bytes read match its size; otherwise it is read again, and after
 ``READ_ATTEMPTS`` the upload fails naming it (``SourceChangedError``). A file changed within
 ``RACY_NS`` of its read, where timestamps are too coarse to tell, must read the same twice.
+
+The stat cache is keyed by the file's identity (device and inode), not the spelling of its path, so
+the same folder given as a relative or absolute path, through a symbolic link or a bind mount, is
+not read again. An entry is used only when the file's size, mtime and ctime are also unchanged: a
+different file at the same inode (the old one deleted, or rewritten in place with its mtime put
+back) has a new ctime, which nobody can set. Files whose mtime or ctime is within ``RACY_SECONDS``
+of the upload are not cached at all, so a later change cannot fall within the timestamps' grain.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -68,13 +76,21 @@ class UploadResult:
     stored_bytes: int
     seconds: float
     files_unchanged: int
-    chunks_new: int
-    chunks_deduplicated: int
+    chunks_new: int  # file-data chunks this upload stored (manifest nodes counted apart)
+    chunks_deduplicated: int  # file-data chunks it found stored already
+    manifest_nodes_new: int
     checksum: str
     skipped: list[tuple[str, str]]
 
+    @property
+    def new_bytes(self) -> int:
+        """What this upload added to the store (packs written, rescue copies included): the version's
+        ``new_bytes`` (docs/COSTS.md). ``stored_bytes`` is the same figure under its older name."""
+        return self.stored_bytes
+
     def to_json(self) -> dict:
         out = dict(self.__dict__)
+        out["new_bytes"] = self.new_bytes
         out["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
         return out
 
@@ -108,7 +124,8 @@ class Uploader:
         if not scanned.files and not req.allow_empty:
             raise UsageError(_nothing_selected(req, scanned))
         writer = self.chunks.writer()
-        tree = TreeBuilder(writer.put_tree, self.chunks.config.manifest_node_entries)
+        nodes = NodeCounter(writer)
+        tree = TreeBuilder(nodes.put, self.chunks.config.manifest_node_entries)
         checksum = Checksum()
         unchanged = 0
         self.progress.start("upload", len(scanned.files), scanned.total_bytes)
@@ -136,8 +153,8 @@ class Uploader:
             dataset=req.dataset, version=record["version"], files=tree.files,
             logical_bytes=tree.bytes, stored_bytes=fields["stored_bytes"],
             seconds=round(time.monotonic() - start, 3), files_unchanged=unchanged,
-            chunks_new=writer.stats.chunks_new, chunks_deduplicated=writer.stats.chunks_dedup,
-            checksum=record["checksum"], skipped=scanned.skipped)
+            chunks_new=writer.stats.chunks_new - nodes.new, chunks_deduplicated=writer.stats.chunks_dedup - nodes.old,
+            manifest_nodes_new=nodes.new, checksum=record["checksum"], skipped=scanned.skipped)
 
     def _commit(self, req: UploadRequest, root: bytes, fields: dict, gc_seen: int) -> dict:
         """Commit the version event. If a garbage collection was folded since the upload began,
@@ -183,7 +200,7 @@ class Uploader:
     def _collect(self, item, stat_batch: list) -> tuple[FileEntry, bool]:
         _, future = item
         entry, reused, src = future.result()
-        if not reused and time.time() - entry.mtime_ns / 1e9 > RACY_SECONDS:
+        if not reused and time.time() - max(src.mtime_ns, src.ctime_ns) / 1e9 > RACY_SECONDS:
             stat_batch.append((_stat_key(src), _stat_value(src, entry)))
             if len(stat_batch) >= STAT_BATCH:
                 self.catalog.stat_store(stat_batch)
@@ -205,7 +222,7 @@ class Uploader:
                 return entry, False, seen
             previous = entry
         raise SourceChangedError(f"{src.abspath}: changed while it was read ({READ_ATTEMPTS} attempts); nothing "
-                                 "was committed: upload again once it is no longer being written")
+                                 "was committed: upload again once it is no longer being written", path=src.abspath)
 
     def _read(self, src: SourceFile, writer: PackWriter) -> tuple[FileEntry, SourceFile, bool] | None:
         """Read, chunk and store the file once: its entry, its identity and whether the read was racy;
@@ -213,13 +230,13 @@ class Uploader:
         try:
             fd = os.open(src.abspath, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise SourceChangedError(f"{src.abspath}: disappeared while it was being read; nothing was committed") \
-                from None
+            raise SourceChangedError(f"{src.abspath}: disappeared while it was being read; nothing was committed",
+                                     path=src.abspath) from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise SourceChangedError(f"{src.abspath}: was replaced by a symbolic link while it was being read; "
-                                         "nothing was committed") from None
-            raise UsageError(f"{src.abspath}: cannot read: {exc.strerror}") from None
+                                         "nothing was committed", path=src.abspath) from None
+            raise UsageError(f"{src.abspath}: cannot read: {exc.strerror}", path=src.abspath) from None
         started_ns = time.time_ns()
         h = hashing.hasher()
         chunks = []
@@ -228,7 +245,8 @@ class Uploader:
             with os.fdopen(fd, "rb", buffering=0) as f:
                 before = os.fstat(fd)
                 if not stat.S_ISREG(before.st_mode):
-                    raise SourceChangedError(f"{src.abspath}: is no longer a regular file; nothing was committed")
+                    raise SourceChangedError(f"{src.abspath}: is no longer a regular file; nothing was committed",
+                                             path=src.abspath)
                 for view in self.chunker.stream(_Capped(f, before.st_size + 1)):
                     if self._cancel.is_set():
                         raise Cancelled()
@@ -243,7 +261,7 @@ class Uploader:
                         txn = self.index.snapshot()
                 after = os.fstat(fd)
         except OSError as exc:
-            raise UsageError(f"{src.abspath}: read failed: {exc.strerror}") from None
+            raise UsageError(f"{src.abspath}: read failed: {exc.strerror}", path=src.abspath) from None
         finally:
             txn.abort()
         size = sum(n for _, n in chunks)
@@ -291,12 +309,28 @@ def _nothing_selected(req: UploadRequest, scanned: ScanResult) -> str:
     sources = ", ".join(req.paths)
     reasons = []
     if scanned.excluded:
-        reasons.append(f"{scanned.excluded} file(s) excluded by --include/--exclude")
+        reasons.append(f"{scanned.excluded} {'file' if scanned.excluded == 1 else 'files'} excluded by "
+                       "--include/--exclude")
     if scanned.skipped:
         reasons.append(f"{len(scanned.skipped)} skipped (symbolic links or special files)")
     why = ", ".join(reasons) if reasons else "no files found"
     return (f"nothing to upload from {sources}: {why}; nothing was committed "
             "(--allow-empty commits an empty version)")
+
+
+class NodeCounter:
+    """Stores manifest nodes through the pack writer, counting the new ones and those already stored
+    (the writer's counts mix them with file chunks)."""
+
+    def __init__(self, writer: PackWriter) -> None:
+        self.writer = writer
+        self.new = self.old = 0
+
+    def put(self, node_id: bytes, data: bytes) -> None:
+        if self.writer.add(node_id, data):
+            self.new += 1
+        else:
+            self.old += 1
 
 
 class RescueNeeded(Exception):
@@ -317,8 +351,12 @@ def version_chunk_ids(load, root: bytes):
                     yield cid
 
 
+STAT_KEY = struct.Struct(">4sQQ")  # b"file", device, inode (keys by path, of older versions, start with "/")
+
+
 def _stat_key(src: SourceFile) -> bytes:
-    return os.fsencode(src.abspath)
+    """The stat cache's key: the file's identity, whatever path it was reached by."""
+    return STAT_KEY.pack(b"file", src.dev, src.ino)
 
 
 def _stat_value(src: SourceFile, entry: FileEntry) -> list:
