@@ -12,6 +12,13 @@ is done by the sidecar, run as a subprocess around each task exactly as a pod wo
 ``pool``        machine capacity, resource requests and gang admission (a ledger in the database)
 ``isolation``   can tasks get Linux namespaces here? the per-group network hub
 ``taskinit``    the small "pod init" each task command runs under (namespaces, mounts, files, signals)
+``engine``      is a container engine (Podman, Docker) usable here, and what it can enforce
+``engine_cli``  the engine's command lines, built from one ``ContainerSpec`` per container
+``engine_objects``  the group's engine network, and removing what dead supervisors left (by label)
+``limits``      a task's cpu, memory and storage as limits (container options, log lines)
+``cgroups``     cgroup limits (cpu, memory) for tasks that run as host processes
+``engineplan``  one attempt as a container: containerinit's config and the task log's lines
+``containerinit``  the host process each container runs under (create, files, start, stop, remove)
 ``prepare``     one attempt's run directory, sidecar contract, tokens and taskinit config
 ``attempt``     one task attempt: download -> command -> upload, as a non-blocking state machine
 ``group_run``   a gang-scheduled group: barrier, lead rules, exit actions, timeouts

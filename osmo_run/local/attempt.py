@@ -1,8 +1,11 @@
 """One task attempt as a non-blocking state machine the supervisor polls:
 
+    PULLING      with a container engine: the image is looked for, and pulled if missing
+                 (``containerinit --image``); one that cannot be had ends the attempt with 3003
     DOWNLOADING  sidecar ``download`` fills data/input/<N>/ (skipped when the task has no inputs)
     DOWNLOADED   inputs in place; waiting for the group's barrier
-    LAUNCHED     taskinit started, namespaces and ``files:`` being set up (``launch``/``go``)
+    LAUNCHED     taskinit (or containerinit) started, the view or container and ``files:`` being set
+                 up (``launch``/``go``)
     RUNNING      the command runs
     UPLOADING    sidecar ``upload`` stores data/output/ (also after a non-zero exit)
     DONE         ``outcome`` says how it ended
@@ -33,13 +36,17 @@ from typing import Any
 
 from osmo_run.contract import (DOWNLOAD_STATUS, EXIT_CODE_FILE, INPUT_FAILED, OUTPUT_FAILED,
                                UPLOAD_STATUS)
-from osmo_run.local import logs, procs
+from osmo_run.local import cgroups, logs, procs
+from osmo_run.local.engine_cli import EngineCli
 from osmo_run.local.prepare import AttemptPlan
 from osmo_run.local.statuses import START_FAILED, highest_code
 
 NO_UPLOAD = ("cancel", "restart")
 TASK_UMASK = 0o022
 RELAY_WAIT = 5.0  # seconds the relay may take to write the last output after the command ended
+STOP_MARGIN = 5.0  # seconds beyond the grace period before a task's init is killed
+ENGINE_STOP_MARGIN = 30.0  # ... when it first asks a container engine to stop the container
+ABORT_WAIT = 30.0  # seconds containerinit may take to remove a container that never started
 
 
 def _memory_file(name: str, data: bytes) -> int:
@@ -77,6 +84,7 @@ class Attempt:
         self._ready = self._go = None
         self.relay: subprocess.Popen | None = None  # masks the command's output (tasks with credentials)
         self.relay_deadline: float | None = None
+        self.cgroup: cgroups.TaskCgroup | None = None  # host processes: the task's cpu and memory limits
 
     @property
     def done(self) -> bool:
@@ -92,6 +100,17 @@ class Attempt:
     # -- phases --------------------------------------------------------------------------------
     def begin(self) -> None:
         self.record(status="RUNNING", started_at=time.time(), run_dir=self.plan.run.root)
+        if self.plan.image is not None:
+            config_fd = _memory_file("osmo-image", json.dumps(self.plan.image).encode("utf-8"))
+            try:
+                self._helper([sys.executable, "-m", self.plan.launcher, "--image", "/dev/stdin"], stdin=config_fd)
+            finally:
+                os.close(config_fd)
+            self.phase = "PULLING"
+        else:
+            self._download()
+
+    def _download(self) -> None:
         if self.plan.has_inputs:
             self._sidecar("download")
             self.phase = "DOWNLOADING"
@@ -99,12 +118,14 @@ class Attempt:
             self.phase = "DOWNLOADED"
 
     def _sidecar(self, step: str) -> None:
+        self._helper([*self.sidecar, step, "--run-dir", self.plan.run.root], umask=procs.user_umask(),
+                     preexec_fn=lambda: procs.set_parent_death_signal(signal.SIGTERM))
+
+    def _helper(self, argv: list[str], stdin: int = subprocess.DEVNULL, **options) -> None:
+        """Start a step of the runner's own (the sidecar, the image step), its output in the task log."""
         fd = logs.open_for_append(self.log_path)
         try:
-            self.proc = subprocess.Popen([*self.sidecar, step, "--run-dir", self.plan.run.root],
-                                         stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True,
-                                         preexec_fn=lambda: procs.set_parent_death_signal(signal.SIGTERM),
-                                         umask=procs.user_umask())
+            self.proc = subprocess.Popen(argv, stdin=stdin, stdout=fd, stderr=fd, start_new_session=True, **options)
         finally:
             os.close(fd)
 
@@ -114,9 +135,10 @@ class Attempt:
         go_r, go_w = os.pipe()
         config = dict(self.plan.init, ready_fd=ready_w, go_fd=go_r)
         config_fd = _memory_file("osmo-taskinit", json.dumps(config).encode("utf-8"))
+        self._make_cgroup()
         fd = self._output()
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "osmo_run.local.taskinit", "/dev/stdin"],
+            self.proc = subprocess.Popen([sys.executable, "-m", self.plan.launcher, "/dev/stdin"],
                                          stdin=config_fd, stdout=fd, stderr=fd, start_new_session=True,
                                          pass_fds=(ready_w, go_r), umask=TASK_UMASK)
         finally:
@@ -124,7 +146,28 @@ class Attempt:
                 os.close(x)
         self._ready, self._go = ready_r, go_w
         self.phase = "LAUNCHED"
+        if self.cgroup is not None:
+            try:
+                self.cgroup.join(self.proc.pid)  # before "go": the command and all it starts are inside
+            except OSError as exc:
+                logs.note(self.log_path, f"limits: not enforced: the task could not join its cgroup: {exc}")
+                self._end_cgroup()
         return self.proc.pid
+
+    def _make_cgroup(self) -> None:
+        """Host processes: the cgroup that limits the task's cpu and memory, and the log's lines about it."""
+        if self.plan.limits is None or self.plan.image is not None:
+            return
+        owner = procs.ProcessIdentity.of(os.getpid())
+        name = f"{self.plan.contract.workflow_id}.{self.task}.a{self.number}"
+        self.cgroup, notes = cgroups.create(self.plan.limits, owner, name)
+        if notes:
+            logs.note(self.log_path, "\n".join(notes))
+
+    def _end_cgroup(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
 
     def _output(self) -> int:
         """Where the command's stdout and stderr go: the task log, or, when the task has values
@@ -198,9 +241,37 @@ class Attempt:
             os.close(self._go)  # taskinit reads EOF and exits without running the command
             self._go = None
         if self.proc:
+            if self.plan.image is not None:  # containerinit removes the container it created first
+                try:
+                    self.proc.wait(ABORT_WAIT)
+                except subprocess.TimeoutExpired:
+                    self._remove_container()
             procs.signal_pid(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
             self.proc = None
+
+    def _remove_container(self) -> None:
+        """containerinit could not end its container: remove it from here (SIGKILL, no grace)."""
+        engine, name = self.plan.init["engine"], self.plan.init["container"]["name"]
+        argv = EngineCli(engine["kind"], engine["path"]).remove(name)
+        try:
+            subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as exc:
+            logs.note(self.log_path, f"the container {name} could not be removed: {exc}")
+
+    def listens(self) -> bool:
+        """True once the command listens on a TCP port (in a container: found through the pid file
+        the engine writes; an engine without one never says so, and the lead's head start runs out)."""
+        if self.proc is None:
+            return False
+        if self.plan.image is None:
+            return procs.listens(self.proc.pid)
+        pidfile = self.plan.init["container"].get("pidfile")
+        try:
+            with open(pidfile, encoding="ascii") as f:
+                return procs.listens(int(f.read().strip()))
+        except (TypeError, OSError, ValueError):
+            return False
 
     def fail_start(self, reason: str) -> None:
         """The task's view could not be set up (or the group's network): 3003, no command ran."""
@@ -211,13 +282,21 @@ class Attempt:
         self._finish()
 
     def poll(self, now: float) -> None:
-        if self.phase in ("DOWNLOADING", "UPLOADING", "RUNNING") and self.kill_at and now >= self.kill_at:
+        if self.phase in ("PULLING", "DOWNLOADING", "UPLOADING", "RUNNING") and self.kill_at and now >= self.kill_at:
             self._kill(signal.SIGKILL)
             self.kill_at = None
         if self.proc is None or self.proc.poll() is None:
             return
         rc = self.proc.returncode
-        if self.phase == "DOWNLOADING":
+        if self.phase == "PULLING":
+            self.proc = None
+            if self.stop_kind:
+                self._finish()
+            elif rc == 0:
+                self._download()
+            else:
+                self.fail_start(self._image_error(rc))
+        elif self.phase == "DOWNLOADING":
             self.proc = None
             if self.stop_kind:
                 self._finish()
@@ -229,6 +308,7 @@ class Attempt:
             if not self._relay_done(now):
                 return  # the command's last output is still being masked into the log
             self._remove_secret_files()
+            self._end_cgroup()
             self.proc = None
             self.outcome.command_code = rc
             self.record(command_exit_code=rc, command_ended_at=time.time())
@@ -243,6 +323,13 @@ class Attempt:
             self.proc = None
             self._data_status(UPLOAD_STATUS, rc, OUTPUT_FAILED, "upload")
             self._finish()
+
+    def _image_error(self, rc: int) -> str:
+        try:
+            with open(self.plan.image["error_file"], encoding="utf-8") as f:
+                return f.read().strip() or f"the image step exited {rc}"
+        except OSError:
+            return f"the image step exited {rc} (see the task log)"
 
     def _data_status(self, name: str, rc: int, failed: int, step: str) -> int | None:
         """Read a sidecar status file; record datasets; returns the failing code or None."""
@@ -267,6 +354,7 @@ class Attempt:
 
     def _finish(self) -> None:
         self._remove_secret_files()
+        self._end_cgroup()
         out = self.outcome
         out.code = highest_code([out.code, out.command_code])
         if not out.reason and out.command_code is not None:
@@ -286,17 +374,20 @@ class Attempt:
         elif self.phase == "LAUNCHED":
             self._abort_launch()
             self._finish()
-        elif self.phase == "DOWNLOADING" or (self.phase == "UPLOADING" and kind in NO_UPLOAD):
+        elif self.phase in ("PULLING", "DOWNLOADING") or (self.phase == "UPLOADING" and kind in NO_UPLOAD):
             self._kill(signal.SIGTERM)
             self.kill_at = now + self.grace
         elif self.phase == "RUNNING" and first:
-            self._kill(signal.SIGTERM)  # taskinit ends the task: SIGTERM, SIGKILL after the grace period
-            self.kill_at = now + self.grace + 5.0
+            self._kill(signal.SIGTERM)  # its init ends the task: SIGTERM, SIGKILL after the grace period
+            margin = ENGINE_STOP_MARGIN if self.plan.image is not None else STOP_MARGIN
+            self.kill_at = now + self.grace + margin
 
     def _kill(self, sig: int) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
         if self.phase == "RUNNING":
             procs.signal_pid(self.proc.pid, sig)
+            if sig == signal.SIGKILL and self.plan.image is not None:
+                self._remove_container()  # containerinit cannot any more
         else:
-            procs.signal_group(self.proc.pid, sig)  # a sidecar and whatever it started
+            procs.signal_group(self.proc.pid, sig)  # a sidecar (or the image step) and whatever it started

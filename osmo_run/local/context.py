@@ -1,4 +1,4 @@
-"""What every part of one workflow's run shares: its records, spec, settings and isolation."""
+"""What every part of one workflow's run shares: its records, spec, settings, isolation and engine."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from osmo_run.local.credentials import TaskCredentials
+from osmo_run.local.engine import EngineChoice
 from osmo_run.local.isolation import Isolation
 from osmo_run.local.paths import StatePaths
 from osmo_run.local.settings import Capacity, Settings
@@ -28,6 +29,7 @@ class RunContext:
     noted_plain: set[str] = field(default_factory=set)  # tasks whose log has the plain-mode notice
     pid: int = field(default_factory=os.getpid)
     credentials: dict[str, TaskCredentials] = field(default_factory=dict)  # by task (resolved at start)
+    engine: EngineChoice = field(default_factory=lambda: EngineChoice(None, "no engine was looked for"))
 
     def task_log(self, task: str) -> str:
         return self.paths.task_log(self.workflow_id, task)

@@ -20,6 +20,7 @@ from osmo_run.local import logs, procs
 from osmo_run.local.attempt import Attempt, Outcome
 from osmo_run.local.context import RunContext
 from osmo_run.local.errors import RunnerError
+from osmo_run.local.engine_objects import GroupNetwork, labels, object_name
 from osmo_run.local.isolation import Hub, address
 from osmo_run.local.pool import GangPlan
 from osmo_run.local.prepare import plan_attempt
@@ -65,10 +66,13 @@ class GroupRun:
         self.tasks = [TaskRun(t, i) for i, t in enumerate(group.tasks)]
         timeout = ctx.workflow.timeout_for(group).exec_seconds
         self.exec_timeout = timeout if timeout is not None else ctx.settings.exec_timeout
-        self.network = ctx.isolation.namespaces and ctx.settings.network == "isolated" and \
+        self.engine = ctx.engine.engine
+        can_network = self.engine.networks if self.engine else ctx.isolation.namespaces
+        self.network = can_network and ctx.settings.network == "isolated" and \
             not any(t.host_network for t in group.tasks)
         self.hosts = {t.name: address(i) for i, t in enumerate(group.tasks)}
         self.hub: Hub | None = None
+        self.engine_network: GroupNetwork | None = None
         self.batch: list = []
         self.pending_go = None  # (attempts, lead attempt, deadline) while the lead has its head start
         self.ending: tuple[str, str] | None = None  # (kind, reason) once the group is ending
@@ -83,7 +87,7 @@ class GroupRun:
         self._set_group(GroupStatus.INITIALIZING, started_at=time.time())
         if self.network:
             try:
-                self.hub = Hub()
+                self._open_network()
             except RunnerError as exc:
                 for tr in self.tasks:
                     tr.number += 1
@@ -92,6 +96,16 @@ class GroupRun:
         for tr in self.tasks:
             self._new_attempt(tr)
         self._set_group(GroupStatus.RUNNING)
+
+    def _open_network(self) -> None:
+        """The group's own network: the engine's (a fixed address per task), else the namespaces hub."""
+        if not self.engine:
+            self.hub = Hub()
+            return
+        owner, workflow_id = procs.ProcessIdentity.of(self.ctx.pid), self.ctx.workflow_id
+        self.engine_network = GroupNetwork(self.engine.cli(), object_name(owner, workflow_id, self.group.name),
+                                           labels(owner, workflow_id, self.group.name))
+        self.hosts = {t.name: self.engine_network.address(i) for i, t in enumerate(self.group.tasks)}
 
     def _new_attempt(self, tr: TaskRun) -> None:
         ctx, task = self.ctx, tr.task
@@ -102,7 +116,7 @@ class GroupRun:
         notes = [header]
         if tr.number == 1:
             notes += self.plan.notes.get(task.name, [])
-        if not ctx.isolation.namespaces and task.name not in ctx.noted_plain:
+        if not self.engine and not ctx.isolation.namespaces and task.name not in ctx.noted_plain:
             ctx.noted_plain.add(task.name)
             notes.append(f"isolation: tasks run as plain host processes ({ctx.isolation.reason}); "
                          "{{host:TASK}} is 127.0.0.1 and tasks share /tmp, ports and the hostname")
@@ -111,7 +125,9 @@ class GroupRun:
                                 attempt=tr.number, run_root=ctx.paths.run_dir(ctx.workflow_id, task.name, tr.number),
                                 isolation=ctx.isolation, group_network=self.network, hosts=self.hosts,
                                 versions=ctx.output_versions, store=ctx.store, grace=ctx.settings.grace_period,
-                                parent=ctx.pid, credentials=ctx.credentials.get(task.name))
+                                parent=ctx.pid, credentials=ctx.credentials.get(task.name),
+                                engine=ctx.engine, network_name=self.engine_network.name if self.engine_network else None,
+                                capacity=ctx.capacity)
         except (SpecError, OSError) as exc:
             logs.note(log, "\n".join(notes + [f"the task could not be prepared: {exc}"]))
             tr.attempt = FailedAttempt(tr.number, str(exc))
@@ -157,7 +173,7 @@ class GroupRun:
 
     def _release_pending(self, now: float) -> None:
         others, lead, deadline = self.pending_go
-        if now < deadline and lead.phase == "RUNNING" and not procs.listens(lead.proc.pid):
+        if now < deadline and lead.phase == "RUNNING" and not lead.listens():
             return
         self.pending_go = None
         for a in others:
@@ -287,6 +303,8 @@ class GroupRun:
         self._set_group(status, reason=why or None, exit_code=self.exit_code, ended_at=time.time())
         if self.hub:
             self.hub.close()
+        if self.engine_network:
+            self.engine_network.close()
 
     def _settle(self, tr: TaskRun, status: TaskStatus, reason: str, exit_code: int | None | str = "auto") -> None:
         out = tr.attempt.outcome if tr.attempt else Outcome()

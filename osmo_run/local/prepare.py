@@ -29,8 +29,12 @@ from typing import Any
 
 from osmo_run.contract import (InputSpec, OutputSpec, RunDir, TaskContract, task_output_dataset)
 from osmo_run.local.credentials import TaskCredentials
+from osmo_run.local.engine import Engine, EngineChoice
+from osmo_run.local.engineplan import plan_container
 from osmo_run.local.environment import task_environment
 from osmo_run.local.isolation import HOST_LOOPBACK, Isolation
+from osmo_run.local.limits import TaskLimits
+from osmo_run.local.settings import Capacity
 from osmo_run.spec import (TASK_DATA, TASK_WORK, DatasetInput, DatasetOutput, SpecError, TaskInput, UrlInput,
                            UrlOutput, Workflow, file_path_conflict, normalise_file_path, substitute_task)
 
@@ -39,11 +43,18 @@ from osmo_run.spec import (TASK_DATA, TASK_WORK, DatasetInput, DatasetOutput, Sp
 class AttemptPlan:
     run: RunDir
     contract: TaskContract
-    init: dict[str, Any]  # taskinit's config, without the pipe fds
+    init: dict[str, Any]  # taskinit's (or containerinit's) config, without the pipe fds
     has_inputs: bool
     notes: list[str] = field(default_factory=list)
     secrets: tuple[str, ...] = ()  # credential values the task log masks (logmask.py)
     secret_files: tuple[str, ...] = ()  # credential files on the host's disk, removed when the attempt ends
+    image: dict[str, Any] | None = None  # with a container engine: the image step's config (containerinit)
+    limits: TaskLimits | None = None  # host processes: the cgroup limits the attempt sets (cgroups.py)
+
+    @property
+    def launcher(self) -> str:
+        """The module the task's command runs under."""
+        return "osmo_run.local.containerinit" if self.image is not None else "osmo_run.local.taskinit"
 
 
 def hostname(name: str) -> str:
@@ -174,16 +185,20 @@ def _on_host_disk(files: list[dict[str, Any]], creds: TaskCredentials, isolated:
 def plan_attempt(*, workflow_id: str, workflow: Workflow, group, task, attempt: int, run_root: str,
                  isolation: Isolation, group_network: bool, hosts: dict[str, str],
                  versions: dict[str, int | None], store: str | None, grace: float,
-                 parent: int, credentials: TaskCredentials | None = None) -> AttemptPlan:
+                 parent: int, credentials: TaskCredentials | None = None, engine: EngineChoice | None = None,
+                 network_name: str | None = None, capacity: Capacity | None = None) -> AttemptPlan:
     """Create the run directory and everything the attempt needs (raises ``SpecError`` when a
-    token cannot be substituted or a ``files:`` path, tokens replaced, may not be written)."""
+    token cannot be substituted or a ``files:`` path, tokens replaced, may not be written). With a
+    container ``engine`` the command runs in the task's image (``engineplan``) on the group's
+    ``network_name`` (None: the host's network)."""
     run = RunDir(run_root)
     for folder in (run.output_dir, os.path.dirname(run.status("x")), os.path.join(run_root, "work"),
                    os.path.join(run_root, "runner")):
         os.makedirs(folder, exist_ok=True)
     for n in range(len(task.inputs)):
         os.makedirs(run.input_dir(n), exist_ok=True)
-    isolated = isolation.namespaces
+    container = engine.engine if engine else None
+    isolated = isolation.namespaces or container is not None
     data = TASK_DATA if isolated else run.data
     inputs = [f"{data}/input/{n}" for n in range(len(task.inputs))]
     task_hosts = hosts if (isolated and group_network) else {name: HOST_LOOPBACK for name in hosts}
@@ -204,7 +219,13 @@ def plan_attempt(*, workflow_id: str, workflow: Workflow, group, task, attempt: 
     files = [{"view": path, "data": base64.b64encode(f.data()).decode(), "mode": 0o755, "text": not f.base64}
              for path, f in zip(_file_paths(done), done.files)]
     files += _credential_files(creds, [f["view"] for f in files])
-    notes = [f"image {task.image} is not pulled: the local runner runs the command with this machine's tools"]
+    limits = TaskLimits.of(workflow.resources_for(task), capacity)
+    if container is not None:
+        return _container_plan(container, run, contract, done, group=group.name, attempt=attempt, env=env,
+                               files=files, creds=creds, limits=limits, hosts=task_hosts if group_network else {},
+                               network=network_name if group_network else None, grace=grace, parent=parent)
+    notes = [engine.image_note(task.image) if engine else
+             f"image {task.image} is not pulled: the local runner runs the command with this machine's tools"]
     if isolated:
         for f in files:
             f.pop("text", None)
@@ -217,10 +238,7 @@ def plan_attempt(*, workflow_id: str, workflow: Workflow, group, task, attempt: 
         cwd = os.path.join(run_root, "work")
         notes.extend(_remap_files(files, os.path.join(run_root, "files"), run.data, cwd, argv, env))
     notes.extend(creds.notes)
-    for flag, text in ((task.privileged, "privileged"), (task.volume_mounts, "volumeMounts"),
-                       (task.checkpoints, "checkpoint")):
-        if flag:
-            notes.append(f"{text}: not supported by the local runner; ignored")
+    notes.extend(_ignored(task))
     hosts_file = None
     if isolated and group_network:
         hosts_file = os.path.join(run_root, "runner", "hosts")
@@ -232,4 +250,34 @@ def plan_attempt(*, workflow_id: str, workflow: Workflow, group, task, attempt: 
             "data_dir": run.data, "work_dir": os.path.join(run_root, "work"), "hosts_file": hosts_file,
             "grace": grace, "parent": parent}
     return AttemptPlan(run, contract, init, bool(task.inputs), notes, creds.secrets,
-                       _on_host_disk(files, creds, isolated, run_root))
+                       _on_host_disk(files, creds, isolated, run_root), limits=limits)
+
+
+def _container_plan(engine: Engine, run: RunDir, contract: TaskContract, task, *, group: str, attempt: int,
+                    env: dict[str, str], files: list[dict[str, Any]], creds: TaskCredentials, limits: TaskLimits,
+                    hosts: dict[str, str], network: str | None, grace: float, parent: int) -> AttemptPlan:
+    """The attempt with a container engine: the image's PATH (unless the spec sets one), ``files:``
+    under /osmo/work and /osmo/data/output written on the host, the others inside the container."""
+    if "PATH" not in task.environment and "PATH" not in creds.env:
+        env.pop("PATH", None)
+    work = os.path.join(run.root, "work")
+    for f in files:
+        f.pop("text", None)
+        root, path = _plain_path(f["view"], "", run.data, work)
+        if root:
+            f["root"], f["path"] = root, path
+    init, image, notes = plan_container(
+        engine=engine, run=run, work_dir=work, workflow_id=contract.workflow_id, group=group, task=task,
+        attempt=attempt, hostname=hostname(task.name), network=network, address=hosts.get(task.name),
+        peers={hostname(name): address for name, address in hosts.items()}, env=env, files=files, limits=limits,
+        grace=grace, parent=parent)
+    notes.extend(creds.notes)
+    notes.extend(_ignored(task))
+    return AttemptPlan(run, contract, init, bool(task.inputs), notes, creds.secrets,
+                       _on_host_disk(files, creds, True, run.root), image)
+
+
+def _ignored(task) -> list[str]:
+    return [f"{text}: not supported by the local runner; ignored"
+            for flag, text in ((task.privileged, "privileged"), (task.volume_mounts, "volumeMounts"),
+                               (task.checkpoints, "checkpoint")) if flag]

@@ -11,6 +11,8 @@ Location: ``$OSMO_POOL_CONFIG`` if set, else ``$XDG_CONFIG_HOME/osmo/pool.yaml``
     platforms: [ovx-a40, agx-orin-jp6]  # accepted platform names (default: any name is accepted)
     strict: false                # true: refuse at submit a group that can never fit the pool
     isolation: auto              # auto | namespaces | none   ($OSMO_ISOLATION overrides)
+    engine: auto                 # auto | podman | docker | none: run tasks in their images ($OSMO_ENGINE
+                                 # overrides; engine.py)
     network: isolated            # isolated (own address per task) | host (share the host's network)
     grace_period: 10s            # SIGTERM -> SIGKILL when the runner stops a task
     lead_head_start: 1s          # the lead's command starts first; the others once it listens on a
@@ -43,8 +45,9 @@ from osmo_run.local.errors import RunnerError
 from osmo_run.spec import parse_bytes, parse_cpu, parse_duration
 
 ISOLATION_MODES = ("auto", "namespaces", "none")
+ENGINE_MODES = ("auto", "podman", "docker", "none")
 NETWORK_MODES = ("isolated", "host")
-KEYS = {"name", "capacity", "platforms", "strict", "isolation", "network", "grace_period", "lead_head_start",
+KEYS = {"name", "capacity", "platforms", "strict", "isolation", "engine", "network", "grace_period", "lead_head_start",
         "reschedule_limit", "exec_timeout", "queue_timeout", "sidecar", "kubernetes", "runner", "credentials"}
 RUNNERS = ("local", "kubernetes")
 
@@ -88,6 +91,7 @@ class Settings:
     platforms: tuple[str, ...] | None = None
     strict: bool = False
     isolation: str = "auto"
+    engine: str = "auto"
     network: str = "isolated"
     grace_period: float = 10.0
     lead_head_start: float = 1.0
@@ -121,7 +125,8 @@ def _fail(path: str, key: str, message: str) -> RunnerError:
 
 
 def load_settings(path: str | None = None) -> Settings:
-    """Read the pool config (absent file: defaults). ``$OSMO_ISOLATION`` overrides ``isolation``."""
+    """Read the pool config (absent file: defaults). ``$OSMO_ISOLATION`` overrides ``isolation``,
+    ``$OSMO_ENGINE`` ``engine``."""
     path = path or config_path()
     raw: dict[str, Any] = {}
     if os.path.exists(path):
@@ -157,7 +162,7 @@ def load_settings(path: str | None = None) -> Settings:
             values["platforms"] = tuple(str(p) for p in raw["platforms"])
         if "strict" in raw:
             values["strict"] = bool(raw["strict"])
-        for key, allowed in (("isolation", ISOLATION_MODES), ("network", NETWORK_MODES)):
+        for key, allowed in (("isolation", ISOLATION_MODES), ("engine", ENGINE_MODES), ("network", NETWORK_MODES)):
             if key in raw:
                 if str(raw[key]) not in allowed:
                     raise _fail(path, key, f"expected one of {', '.join(allowed)}, got {raw[key]!r}")
@@ -189,9 +194,11 @@ def load_settings(path: str | None = None) -> Settings:
             values["kubernetes"] = dict(raw["kubernetes"])
     except ValueError as exc:
         raise RunnerError(f"{path}: {exc}") from None
-    env = os.environ.get("OSMO_ISOLATION")
-    if env:
-        if env not in ISOLATION_MODES:
-            raise RunnerError(f"$OSMO_ISOLATION: expected one of {', '.join(ISOLATION_MODES)}, got {env!r}")
-        values["isolation"] = env
+    for key, variable, allowed in (("isolation", "OSMO_ISOLATION", ISOLATION_MODES),
+                                   ("engine", "OSMO_ENGINE", ENGINE_MODES)):
+        env = os.environ.get(variable)
+        if env:
+            if env not in allowed:
+                raise RunnerError(f"${variable}: expected one of {', '.join(allowed)}, got {env!r}")
+            values[key] = env
     return Settings(**values)

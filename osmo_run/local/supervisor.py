@@ -20,12 +20,14 @@ import sys
 import time
 import traceback
 
-from osmo_run.local import procs
+from osmo_run.local import cgroups, procs
 from osmo_run.local.context import RunContext
 from osmo_run.local.credentials import resolve_workflow
 from osmo_run.local.errors import RunnerError
 from osmo_run.local.group_run import GroupRun
-from osmo_run.local.isolation import decide, holder_pids
+from osmo_run.local.engine import EngineChoice, decide_engine
+from osmo_run.local.engine_objects import sweep
+from osmo_run.local.isolation import Isolation, decide, holder_pids
 from osmo_run.local.paths import StatePaths
 from osmo_run.local.pool import Ledger, plan_gang, pool_capacity
 from osmo_run.local.settings import Settings
@@ -51,24 +53,34 @@ class Supervisor:
         self.scheduled_at: dict[str, float] = {}
         self.next_admit: dict[str, float] = {}
         self.shown: WorkflowStatus | None = None  # the status last written
+        self.engine = EngineChoice(None, "not decided yet")
 
     # -- setup ---------------------------------------------------------------------------------
     def prepare(self) -> RunContext:
         self.state.set_supervisor(self.id, self.me)
-        procs.set_child_subreaper()
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         settings = Settings.from_json(json.loads(self.row["settings"] or "{}"))
         workflow = load_rendered(self.row["spec"], file=self.row["file"])
-        isolation = decide(settings)
-        print(f"workflow {self.id}: isolation {isolation.describe()}", flush=True)
-        self.state.update_workflow(self.id, isolation=isolation.describe())
+        self.engine = decide_engine(settings)
+        cgroups.sweep()  # the host-process task cgroups that supervisors that died left
+        if self.engine.engine:
+            # no subreaper: the engine's own daemons (conmon, dnsmasq, ...) must not become our orphans
+            isolation = Isolation("plain", "each task runs in a container")
+            described = self.engine.engine.describe()
+            sweep(self.engine.engine.cli())  # what supervisors that died left in the engine
+        else:
+            procs.set_child_subreaper()
+            isolation = decide(settings)
+            described = f"{isolation.describe()}; images are not used ({self.engine.reason})"
+        print(f"workflow {self.id}: isolation {described}", flush=True)
+        self.state.update_workflow(self.id, isolation=described)
         self.dag = Dag.from_workflow(workflow)
         self.ledger = Ledger(self.state.conn, self.me)
         credentials = resolve_workflow(workflow, settings.credentials, config=settings.source)
         return RunContext(self.id, workflow, self.state, self.paths, settings, isolation,
-                          pool_capacity(settings), self.row["store"], credentials=credentials)
+                          pool_capacity(settings), self.row["store"], credentials=credentials, engine=self.engine)
 
     def _on_term(self, *_):
         self.cancel_requested = True
@@ -207,6 +219,9 @@ class Supervisor:
                 f"group {first['name']!r} {first['status']}: {first['reason'] or ''}".rstrip(": ") if first else None)
         self.state.update_workflow(self.id, status=status, exit_code=code, reason=reason, ended_at=time.time())
         self._release()
+        if self.engine.engine:
+            sweep(self.engine.engine.cli(), self.me)  # anything of ours a killed containerinit left
+        cgroups.sweep(self.me)
         print(f"workflow {self.id}: {status.value}" + (f" ({reason})" if reason else ""), flush=True)
 
     def _fail_all(self, reason: str) -> None:

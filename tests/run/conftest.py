@@ -1,6 +1,7 @@
 """Helpers for the local runner's tests: ``Osmo`` runs ``osmo workflow ...`` as a user does (a
 separate process) with its own state dir, store, cache, user config and pool config, so tests never
-share state (except where a test shares it on purpose).
+share state (except where a test shares it on purpose). Tasks run as host processes
+(``OSMO_ENGINE=none``) unless a test asks for a container engine (``podman_store``, test_engine_podman.py).
 
 Tests marked ``osmo_late`` run at the end of the session: they check workflows submitted at its
 start (the slow OSMO tutorials), which meanwhile run beside the other tests.
@@ -22,6 +23,8 @@ import yaml
 
 from helpers.tools import require_tool
 from helpers.waiting import wait_for
+
+from .podman_env import podman_store  # noqa: F401  (a private Podman storage with the test task image)
 
 TERMINAL = {"COMPLETED", "FAILED", "FAILED_EXEC_TIMEOUT", "FAILED_QUEUE_TIMEOUT", "FAILED_CANCELED"}
 NAMESPACE_TOOLS = ("unshare", "nsenter", "ip")  # without them the runner falls back to plain processes
@@ -63,7 +66,7 @@ class Osmo:
             "OSMO_STATE_DIR": str(self.root / "state"), "OSMO_STORE": str(self.root / "store"),
             "OSMO_CACHE_DIR": str(self.root / "cache"), "OSMO_CONFIG": str(self.root / "osmo-config.yaml"),
             "OSMO_POOL_CONFIG": str(self.root / "pool.yaml"), "COLUMNS": "200",
-            "OSMO_SIDECAR_RETRY_DELAY": "0.2"})
+            "OSMO_SIDECAR_RETRY_DELAY": "0.2", "OSMO_ENGINE": "none"})  # host processes unless a test asks
         self.env.update(env)
 
     def pool(self, **settings) -> None:

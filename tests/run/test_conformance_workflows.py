@@ -3,13 +3,17 @@ to COMPLETED on the local runner, with only what a user supplies from outside th
 values, an S3 endpoint and credentials in the environment (a loopback S3 server whose ``my-bucket``
 the test creates and seeds), a dataset in the store where a tutorial reads one.
 
-All workflows are submitted at once when the first test needs them and run beside the rest of the
-suite; the slowest (``combination_workflow_complex.yaml`` sleeps 120 s in its lead on purpose) are
-checked last (``osmo_late``).
+Each runs twice: as host processes (namespaces), and in its image on Podman (``podman_store``: the
+test task image under every image name the tutorials use).
+
+All workflows of an engine are submitted at once when the first test needs them and run beside the
+rest of the suite; the slowest (``combination_workflow_complex.yaml`` sleeps 120 s in its lead on
+purpose) are checked last (``osmo_late``).
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -29,6 +33,7 @@ SETS = {
                               "--set", "safe_reaction_distance=3"],
 }
 LATE = {"combination_workflow_complex.yaml", "group_tasks_communication.yaml"}
+SUBMITTERS = 4
 # host programs a tutorial's scripts call (tests/helpers/tools.py): its test fails naming the install command
 TOOLS = {"group_tasks_communication.yaml": ["nc"], "robot_simulation.yaml": ["curl"]}
 SEED = {
@@ -41,14 +46,18 @@ SEED = {
 }
 
 
+ENGINES = ("host", "podman")
+
+
 class Conformance:
-    def __init__(self, root: Path, s3_server) -> None:
-        self.root, self.s3 = root, s3_server
+    def __init__(self, root: Path, s3_server, engine: str = "host", engine_env: dict | None = None) -> None:
+        self.root, self.s3, self.engine = root, s3_server, engine
+        self.engine_env = {"OSMO_ENGINE": "podman", **engine_env} if engine_env else {}
         self.runs: dict[str, tuple[Osmo, str]] = {}
         self.shared = self.osmo("dataset-pair")  # dataset_upload, then dataset_download: one store
 
     def osmo(self, name: str) -> Osmo:
-        runner = Osmo(self.root / name.replace(".yaml", ""), **self.s3.env())
+        runner = Osmo(self.root / name.replace(".yaml", ""), **self.s3.env(), **self.engine_env)
         runner.pool(grace_period="2s")
         return runner
 
@@ -60,16 +69,20 @@ class Conformance:
             pass
         for key, body in SEED.items():
             client.put_object(Bucket=BUCKET, Key=key, Body=body)
-        for name in NAMES:
-            if name == "dataset_download.yaml":
-                continue  # after dataset_upload (see its test)
-            runner = self.shared if name == "dataset_upload.yaml" else self.osmo(name)
-            if name == "data_and_dataset_combined.yaml":
-                folder = runner.root / "my_dataset"
-                folder.mkdir()
-                (folder / "data.txt").write_text("my_dataset from the store\n")
-                runner("dataset", "upload", "my_dataset", str(folder), group="")
-            self.runs[name] = (runner, runner.submit(DATA / name, *SETS.get(name, []), wait=False))
+        names = sorted((n for n in NAMES if n != "dataset_download.yaml"),  # after dataset_upload (its test)
+                       key=lambda n: n not in LATE)  # the slowest first
+        with ThreadPoolExecutor(SUBMITTERS) as pool:  # submitting takes seconds each: several at once
+            for name, run in zip(names, pool.map(self._submit, names)):
+                self.runs[name] = run
+
+    def _submit(self, name: str) -> tuple[Osmo, str]:
+        runner = self.shared if name == "dataset_upload.yaml" else self.osmo(name)
+        if name == "data_and_dataset_combined.yaml":
+            folder = runner.root / "my_dataset"
+            folder.mkdir()
+            (folder / "data.txt").write_text("my_dataset from the store\n")
+            runner("dataset", "upload", "my_dataset", str(folder), group="")
+        return runner, runner.submit(DATA / name, *SETS.get(name, []), wait=False)
 
     def finished(self, name: str, timeout: float = 200) -> tuple[Osmo, dict]:
         for tool in TOOLS.get(name, []):
@@ -85,10 +98,24 @@ class Conformance:
 
 
 @pytest.fixture(scope="session")
-def conformance(tmp_path_factory, s3_server) -> Conformance:
+def conformance_host(tmp_path_factory, s3_server) -> Conformance:
     runs = Conformance(tmp_path_factory.mktemp("conformance"), s3_server)
     runs.start()
     return runs
+
+
+@pytest.fixture(scope="session")
+def conformance_podman(tmp_path_factory, s3_server, podman_store) -> Conformance:
+    runs = Conformance(tmp_path_factory.mktemp("conformance-podman"), s3_server, "podman", podman_store.env)
+    runs.start()
+    yield runs
+    podman_store.check_empty()  # at the session's end: every workflow in the storage has ended
+
+
+@pytest.fixture(params=ENGINES)
+def conformance(request) -> Conformance:
+    """The tutorials' runs as host processes, then the same in their images on Podman."""
+    return request.getfixturevalue(f"conformance_{request.param}")
 
 
 def _at(stamp: str) -> datetime:
@@ -111,7 +138,11 @@ def test_tutorial_runs_to_completed(conformance, name):
 
 def _hello(conf, runner, info, logs):
     assert "hello | Hello from OSMO!" in logs
-    assert "image ubuntu:24.04 is not pulled" in logs
+    if conf.engine == "podman":
+        assert "hello | [osmo] image ubuntu:24.04: the command runs in container osmo-" in logs
+        assert "hello | [osmo] limits: cpu 1 (--cpus), memory 1 GiB (--memory" in logs
+    else:
+        assert "image ubuntu:24.04 is not pulled" in logs
 
 
 def _template(conf, runner, info, logs):

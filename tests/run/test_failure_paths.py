@@ -114,7 +114,7 @@ def test_strict_pool_refuses_a_gang_larger_than_the_pool(osmo, tmp_path):
     result = osmo("submit", spec, check=False)
     assert result.code == 2 and result.out == ""
     assert result.err.strip() == ("osmo: error: group 'a-group' needs cpu 2, memory 0.0 GiB, gpu 0 at once; "
-                                  "strict pool 'local' has 1 CPUs, 1.0 GiB memory, no GPU")
+                                  "strict pool 'local' has 1 CPU, 1.0 GiB memory, no GPU")
     spec.write_text(spec.read_text().replace("cpu: 2, platform: local-x86", "cpu: 1, platform: ovx-a40"))
     result = osmo("submit", spec, check=False)
     assert result.code == 2

@@ -94,7 +94,8 @@ def test_plain_processes_share_the_host_and_say_so_once(tmp_path):
     osmo.submit(spec)
     info = osmo.query("plain-1")
     assert info["status"] == "COMPLETED", osmo.logs("plain-1")
-    assert info["isolation"] == "plain host processes (isolation: none was asked for)"
+    assert info["isolation"] == ("plain host processes (isolation: none was asked for); images are not used "
+                                 "(engine: none was asked for)")
     server_log = osmo.logs("plain-1", "server")
     assert server_log.count("tasks run as plain host processes") == 1  # two attempts, one notice
     assert "peer is 127.0.0.1" in server_log and "helper ran" in server_log

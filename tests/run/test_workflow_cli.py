@@ -98,7 +98,8 @@ def test_submit_dry_run_keeps_tokens():
 
 def test_submit_without_dry_run_runs_the_workflow(tmp_path):
     env = {"OSMO_STATE_DIR": str(tmp_path / "state"), "OSMO_STORE": str(tmp_path / "store"),
-           "OSMO_CACHE_DIR": str(tmp_path / "cache"), "OSMO_POOL_CONFIG": str(tmp_path / "pool.yaml")}
+           "OSMO_CACHE_DIR": str(tmp_path / "cache"), "OSMO_POOL_CONFIG": str(tmp_path / "pool.yaml"),
+           "OSMO_ENGINE": "none"}  # the machine's own Podman has no images, and nothing can be pulled here
     result = CliRunner().invoke(workflow, ["submit", str(DATA / "hello_world.yaml"), "--wait"], env=env)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == ["hello-osmo-1", "hello-osmo-1 COMPLETED"]
