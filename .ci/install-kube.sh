@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Build the Kubernetes test servers (tests/servers/kube.py) from Debian's `kubernetes` source package.
+# Build the Kubernetes test servers (tests/servers/kube.py, tests/servers/kubenode.py) from Debian's
+# `kubernetes` source package.
 #
-# No Debian binary package ships kube-apiserver, so this script takes the Debian source (which vendors every
-# Go dependency: the build needs no module download), applies two changes, builds kube-apiserver,
-# kube-controller-manager, kube-scheduler and kubemark with Debian's Go, and caches them under
+# No Debian binary package ships kube-apiserver or kubelet, so this script takes the Debian source (which
+# vendors every Go dependency: the build needs no module download), applies two changes, builds
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubemark, kubelet, kubectl and kube-proxy in one
+# `make` with Debian's Go, and caches them under
 #   ${XDG_CACHE_HOME:-~/.cache}/osmo-kube/<debian-version>/bin/   (and the symlink osmo-kube/current)
-# It also installs etcd (Debian `etcd-server`, `etcd-client`). See docs/KUBE-TEST-SERVERS.md.
+# A cache that lacks any of these binaries (an older, smaller build) is rebuilt. It also installs etcd
+# (Debian `etcd-server`, `etcd-client`) and what the real node needs: containerd, runc, the CNI plugins,
+# iptables, conntrack, socat, ebtables, ethtool, iproute2 and dnsmasq-base (the cluster DNS of the node).
+# See docs/KUBE-TEST-SERVERS.md.
 #
-# Idempotent: when the cached binaries and etcd are there it does nothing and needs no network (well under
-# a second). The first run takes ~6-8 minutes on 2 cores; the sources and the Go build cache live in a
+# Idempotent: when the cached binaries and the packages are there it does nothing and needs no network (well
+# under a second). The first run takes ~7-10 minutes on 2 cores; the sources and the Go build cache live in a
 # temporary directory that is removed afterwards. Usage: bash .ci/install-kube.sh   (sudo used when not root)
 # KUBE_DEB_VERSION=<version> builds that Debian version instead of the candidate of the apt lists.
 set -euo pipefail
@@ -16,7 +21,11 @@ set -euo pipefail
 start=$(date +%s)
 here=$(cd "$(dirname "$0")" && pwd)
 cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/osmo-kube"
-BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubemark)
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubemark kubelet kubectl kube-proxy)
+# The Debian packages the real node runs (tests/servers/kubenode.py); each command proves its package.
+NODE_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack socat ebtables ethtool iproute2
+               dnsmasq-base)
+NODE_COMMANDS=(etcd containerd ctr runc /usr/lib/cni/bridge iptables conntrack socat ebtables ethtool ip dnsmasq)
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
@@ -25,8 +34,15 @@ have_bins() {  # have_bins DIR: every binary is there and executable
     for b in "${BINARIES[@]}"; do [ -x "$1/$b" ] || return 1; done
 }
 
-if have_bins "$cache_root/current/bin" && command -v etcd >/dev/null 2>&1; then
-    echo "install-kube: cached in $(readlink -f "$cache_root/current") and etcd installed;" \
+have_node_commands() {  # every command of the node packages is installed (PATH has /usr/sbin for root)
+    local c
+    for c in "${NODE_COMMANDS[@]}"; do
+        [ -x "$c" ] || command -v "$c" >/dev/null 2>&1 || [ -x "/usr/sbin/$c" ] || return 1
+    done
+}
+
+if have_bins "$cache_root/current/bin" && have_node_commands; then
+    echo "install-kube: cached in $(readlink -f "$cache_root/current") and the node packages installed;" \
          "nothing to do ($(( $(date +%s) - start )) s)"
     exit 0
 fi
@@ -70,10 +86,10 @@ fi
 # golang-go 1.19, make, rsync, jq: the Debian build's needs; dpkg-dev: `apt-get source` unpacks with it;
 # golang-github-modern-go-reflect2-dev: the reflect2 1.0.2 sources that replace the vendored 1.0.1.
 bash "$here/apt-install.sh" install-kube golang-go make rsync jq dpkg-dev \
-    golang-github-modern-go-reflect2-dev etcd-server etcd-client
-# The package may enable an etcd system service; the tests start their own etcd.
+    golang-github-modern-go-reflect2-dev etcd-server etcd-client "${NODE_PACKAGES[@]}"
+# The packages may enable etcd and containerd system services; the tests start their own.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    $SUDO systemctl disable --now etcd.service >/dev/null 2>&1 || true
+    $SUDO systemctl disable --now etcd.service containerd.service >/dev/null 2>&1 || true
 fi
 
 # The newest source version in the apt lists (madison lists the highest first).

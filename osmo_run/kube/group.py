@@ -7,12 +7,20 @@ is a Secret plus a Pod (``objects.py``); ``KubeAttempt`` reads its outcome from 
 Stopping an attempt deletes its pod.
 
 Scheduling is the cluster's: the group is INITIALIZING until every current pod is bound to a node,
-then RUNNING. If that takes longer than the queue timeout, the group ends FAILED_QUEUE_TIMEOUT.
+then RUNNING. If that takes longer than the queue timeout, the group ends FAILED_QUEUE_TIMEOUT. The
+exec timeout counts from when the group's first task container runs, its inputs downloaded (not from the
+pods' creation: starting them can take a while on a busy node).
+
+The barrier is the local runner's: each task container's wrapper waits until the runner says go, which
+it does once every task of the group has its inputs (``barrier: false``: each task as soon as its own
+are in). The lead's command starts first; the others once the lead's pod listens on a TCP port or
+after ``lead_head_start``, so a lead that serves its group is reachable when its clients start.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 
@@ -33,6 +41,9 @@ from osmo_run.local.statuses import GroupStatus, TaskStatus
 from osmo_run.spec import SpecError, substitute_task
 
 
+HEAD_START_SLACK = 5.0  # seconds past the head start the others wait for the lead's go to be delivered
+
+
 @dataclass
 class KubeContext:
     """What every group of one workflow shares on the cluster."""
@@ -41,6 +52,7 @@ class KubeContext:
     pool: KubePool
     watcher: object  # watch.PodWatcher
     grace: float
+    exec: object  # podexec.PodExec
 
 
 def _api_error(exc: ApiException) -> str:
@@ -108,6 +120,7 @@ class KubeGroupRun(GroupRun):
         logs.note(log, "\n".join(notes))
         tr.attempt = KubeAttempt(kube=self.kube, task=task.name, number=tr.number, index=tr.index, pod=name,
                                  log_path=log, record=ctx.record_attempt(task.name, tr.number))
+        self.batch.append(tr.attempt)
         ctx.state.update_task(ctx.workflow_id, task.name, status=TaskStatus.INITIALIZING, attempts=tr.number,
                               host=self.hosts[task.name], **({"started_at": time.time()} if tr.number == 1 else {}))
 
@@ -127,6 +140,26 @@ class KubeGroupRun(GroupRun):
                        storage=res.storage, platform=res.platform, privileged=bool(done.privileged),
                        host_network=bool(done.host_network))
 
+    def _launch(self, batch: list, now: float) -> None:
+        """Say go to the tasks of ``batch`` whose inputs are in: the lead first (see the module docstring)."""
+        starting = [a for a in batch if a.phase == "DOWNLOADED"]
+        lead = next((a for a in starting if self.tasks[a.index].lead), None)
+        delay = self.ctx.settings.lead_head_start
+        if lead is None or delay <= 0 or len(starting) == 1:
+            for a in starting:
+                a.go()
+            return
+        lead.go(listen_wait=delay)
+        self.pending_go = ([a for a in starting if a is not lead], lead, now + delay + HEAD_START_SLACK)
+
+    def _release_pending(self, now: float) -> None:
+        others, lead, deadline = self.pending_go
+        if lead.phase == "STARTING" and now < deadline:
+            return  # the lead's go returns once its pod listens, or after the head start
+        self.pending_go = None
+        for a in others:
+            a.go()
+
     def poll(self, now: float) -> bool:
         if not self.bound and not self.ending:
             current = [tr.attempt for tr in self.tasks if isinstance(tr.attempt, KubeAttempt)]
@@ -134,6 +167,7 @@ class KubeGroupRun(GroupRun):
                 a.poll(now)
             if current and all(a.scheduled for a in current):
                 self.bound = True
+                self.started = math.inf  # the exec timeout counts from the first task container's start (below)
                 self._set_group(GroupStatus.RUNNING)
                 for tr in self.tasks:
                     if tr.status is None:
@@ -141,4 +175,7 @@ class KubeGroupRun(GroupRun):
             elif self.queue_timeout is not None and now - self.started > self.queue_timeout:
                 self._end("queue", f"queue timeout: the cluster did not schedule the group within "
                                    f"{self.queue_timeout:g} s", now)
+        if self.bound and math.isinf(self.started) and any(
+                isinstance(tr.attempt, KubeAttempt) and tr.attempt.phase != "PENDING" for tr in self.tasks):
+            self.started = now
         return super().poll(now)

@@ -7,9 +7,9 @@ the pool snapshot the workflow was submitted with.
 
 from __future__ import annotations
 
-from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from osmo_run.kube.attempt import read_container_log
 from osmo_run.kube.objects import INIT_CONTAINER, SIDECAR_CONTAINER, TASK_CONTAINER, pod_name
 from osmo_run.kube.pool import parse_pool
 from osmo_run.kube.supervisor import api_client
@@ -19,11 +19,11 @@ def live_logs(pool_section: dict | None, workflow_id: str, task: str, attempt: i
     """The current logs of the attempt's containers, each under a header; errors as one line."""
     pool = parse_pool(pool_section)
     name = pod_name(workflow_id, task, attempt)
-    core = client.CoreV1Api(api_client(pool.context))
+    api = api_client(pool.context)
     parts = []
     for container in (INIT_CONTAINER, TASK_CONTAINER, SIDECAR_CONTAINER):
         try:
-            text = core.read_namespaced_pod_log(name, pool.namespace, container=container, _request_timeout=10)
+            text = read_container_log(api, pool.namespace, name, container)
         except ApiException as exc:
             text = f"(no log yet: {exc.status} {exc.reason})\n"
         parts.append(f"--- pod {name} (running), container {container} ---\n{(text or '').rstrip()}\n")

@@ -8,8 +8,10 @@ contract ``task.json`` and its ``files:``) and a Pod:
   (an emptyDir at ``/osmo/run``) and runs ``osmo-sidecar download``: inputs land in
   ``/osmo/run/data/input/N``;
 - container ``task`` (the task's image): the user's command under a small POSIX-shell wrapper
-  that writes its exit code to ``/osmo/run/status/exit_code``; the run directory's ``data`` is
-  mounted at ``/osmo/data``;
+  (``WRAPPER``) that waits for ``/osmo/run/status/go`` (the group's barrier: the runner creates it
+  through ``pods/exec``, ``podexec.py``), runs the command, passes SIGTERM on to every process of the
+  container, and writes the command's exit code to ``/osmo/run/status/exit_code``; the run
+  directory's ``data`` is mounted at ``/osmo/data``;
 - container ``osmo-sidecar``: ``osmo-sidecar upload --wait`` waits for that file, uploads
   ``/osmo/data/output`` and exits with the data exit code of docs/SIDECAR.md.
 
@@ -37,13 +39,21 @@ RUN_DIR = "/osmo/run"
 DATA_DIR = "/osmo/data"
 CONTRACT_DIR = "/osmo/contract"
 EXIT_CODE = f"{RUN_DIR}/status/exit_code"
+GO_FILE = f"{RUN_DIR}/status/go"
 TASK_CONTAINER = "task"
 SIDECAR_CONTAINER = "osmo-sidecar"
 INIT_CONTAINER = "osmo-download"
 
-# Runs the task's argv ("$@"), then records its exit code atomically for the sidecar container.
-WRAPPER = ('"$@"; code=$?; mkdir -p /osmo/run/status; printf "%s\\n" "$code" > /osmo/run/status/.exit_code; '
-           'mv -f /osmo/run/status/.exit_code /osmo/run/status/exit_code; exit "$code"')
+# PID 1 of the task container. Waits for the go file (SIGTERM before it: exit 143), runs the task's argv
+# ("$@") in the background so that a SIGTERM (pod deletion) reaches it at once (a shell waiting for a
+# foreground command would run its trap only afterwards, and PID 1 ignores untrapped signals), then records
+# the exit code atomically for the sidecar container.
+WRAPPER = ('trap \'stopping=1; kill -TERM -1 2>/dev/null\' TERM INT; '
+           f'while [ ! -e {GO_FILE} ]; do [ -z "$stopping" ] || exit 143; sleep 0.1; done; '
+           '"$@" & pid=$!; '
+           'while :; do wait "$pid"; code=$?; kill -0 "$pid" 2>/dev/null || break; done; '
+           f'mkdir -p {RUN_DIR}/status; printf "%s\\n" "$code" > {RUN_DIR}/status/.exit_code; '
+           f'mv -f {RUN_DIR}/status/.exit_code {EXIT_CODE}; exit "$code"')
 
 # scheduler -> (PodGroup apiVersion, default schedulerName, where the pod names its group)
 SCHEDULERS = {
@@ -156,13 +166,16 @@ def task_secret(workflow_id: str, group: str, task: TaskPod, pool: KubePool) -> 
             "data": data}
 
 
-def _resources(task: TaskPod) -> dict:
+def _resources(task: TaskPod, pool: KubePool) -> dict:
+    """Requests and limits; the pool's ``request_fraction`` scales the cpu and memory requests only."""
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
+    fraction = pool.request_fraction
     if task.cpu:
-        requests["cpu"] = f"{int(round(task.cpu * 1000))}m"
+        requests["cpu"] = f"{max(1, int(round(task.cpu * fraction.get('cpu', 1.0) * 1000)))}m"
     if task.memory:
-        requests["memory"] = limits["memory"] = str(task.memory)
+        limits["memory"] = str(task.memory)
+        requests["memory"] = str(max(1, int(task.memory * fraction.get("memory", 1.0))))
     if task.storage:
         requests["ephemeral-storage"] = limits["ephemeral-storage"] = str(task.storage)
     if task.gpu:
@@ -209,7 +222,9 @@ def task_pod(workflow_id: str, group: str, task: TaskPod, pool: KubePool) -> dic
     }
     for c in (init, main, sidecar):  # a failing container's last log lines become its termination message
         c["terminationMessagePolicy"] = "FallbackToLogsOnError"
-    resources = _resources(task)
+        if pool.image_pull_policy:
+            c["imagePullPolicy"] = pool.image_pull_policy
+    resources = _resources(task, pool)
     if resources:
         main["resources"] = resources
     if task.privileged:

@@ -13,12 +13,15 @@ names the file)::
       store: s3://bucket/osmo       # the store as the pods reach it
       store_secret: osmo-store      # a Secret whose keys become the sidecar's environment
       service_account: osmo-task
+      image_pull_policy: IfNotPresent   # Always | IfNotPresent | Never (default: the cluster's rule)
+      request_fraction: {cpu: 0.1}  # pods request this fraction of the cpu/memory a task asks for
       platforms:                    # spec resources.platform -> placement
         ovx-a40:
           node_selector: {nvidia.com/gpu.product: NVIDIA-A40}
           tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
 
-Every error names the field.
+``request_fraction`` is for small (development) clusters: a two-core node cannot otherwise run three
+tasks that each ask for a whole CPU. The limits stay what the task asks for. Every error names the field.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from typing import Any
 
 SCHEDULER_KINDS = ("kai", "volcano", "coscheduling", "none")
 KEYS = {"context", "namespace", "scheduler", "scheduler_name", "queue", "sidecar_image", "store", "store_secret",
-        "service_account", "platforms"}
+        "service_account", "image_pull_policy", "request_fraction", "platforms"}
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+FRACTION_KEYS = ("cpu", "memory")
 
 
 class PoolConfigError(ValueError):
@@ -52,6 +57,8 @@ class KubePool:
     store: str | None = None
     store_secret: str | None = None
     service_account: str | None = None
+    image_pull_policy: str | None = None
+    request_fraction: dict[str, float] = field(default_factory=dict)
     platforms: dict[str, Placement] = field(default_factory=dict)
 
 
@@ -70,10 +77,15 @@ def parse_pool(raw: Any) -> KubePool:
     unknown = sorted(set(raw) - KEYS)
     if unknown:
         raise PoolConfigError(f"kubernetes.{unknown[0]}: unknown field (known: {', '.join(sorted(KEYS))})")
-    values: dict[str, Any] = {k: _str(k, v) for k, v in raw.items() if k != "platforms" and v is not None}
+    values: dict[str, Any] = {k: _str(k, v) for k, v in raw.items()
+                              if k not in ("platforms", "request_fraction") and v is not None}
     if values.get("scheduler", "none") not in SCHEDULER_KINDS:
         raise PoolConfigError(f"kubernetes.scheduler: expected one of {', '.join(SCHEDULER_KINDS)}, "
                               f"got {values['scheduler']!r}")
+    if values.get("image_pull_policy", "Always") not in PULL_POLICIES:
+        raise PoolConfigError(f"kubernetes.image_pull_policy: expected one of {', '.join(PULL_POLICIES)}, "
+                              f"got {values['image_pull_policy']!r}")
+    values["request_fraction"] = _fractions(raw.get("request_fraction"))
     platforms = {}
     for name, entry in (raw.get("platforms") or {}).items():
         where = f"platforms.{name}"
@@ -87,3 +99,17 @@ def parse_pool(raw: Any) -> KubePool:
             raise PoolConfigError(f"kubernetes.{where}.tolerations: expected a list of mappings")
         platforms[str(name)] = Placement({str(k): v for k, v in selector.items()}, tuple(tolerations))
     return KubePool(**values, platforms=platforms)
+
+
+def _fractions(raw: Any) -> dict[str, float]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or set(raw) - set(FRACTION_KEYS):
+        raise PoolConfigError(f"kubernetes.request_fraction: expected a mapping with {' and/or '.join(FRACTION_KEYS)}")
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise PoolConfigError(f"kubernetes.request_fraction.{key}: expected a number above 0 and at most 1, "
+                                  f"got {value!r}")
+        out[key] = float(value)
+    return out

@@ -19,6 +19,7 @@ from kubernetes import client, config
 from osmo_run.kube.apply import delete_workflow
 from osmo_run.kube.group import KubeContext, KubeGroupRun
 from osmo_run.kube.objects import LABEL_WORKFLOW, label_value
+from osmo_run.kube.podexec import PodExec
 from osmo_run.kube.pool import PoolConfigError, parse_pool
 from osmo_run.kube.watch import PodWatcher
 from osmo_run.local import supervisor as local
@@ -65,7 +66,7 @@ class KubeSupervisor(local.Supervisor):
         if not watcher.wait_synced(SYNC_TIMEOUT):
             watcher.stop()
             raise RunnerError(f"cannot list pods in namespace {pool.namespace!r} within {SYNC_TIMEOUT:g} s")
-        self.kube = KubeContext(api, pool, watcher, settings.grace_period)
+        self.kube = KubeContext(api, pool, watcher, settings.grace_period, PodExec(api, pool.namespace))
         isolation = Isolation("plain", f"Kubernetes namespace {pool.namespace}")
         print(f"workflow {self.id}: Kubernetes namespace {pool.namespace}, scheduler {pool.scheduler}", flush=True)
         self.state.update_workflow(self.id, isolation=f"kubernetes: namespace {pool.namespace}, "
@@ -83,6 +84,7 @@ class KubeSupervisor(local.Supervisor):
             delete_workflow(self.kube.api, self.kube.pool.namespace, self.id)
         finally:
             self.kube.watcher.stop()
+            self.kube.exec.shutdown()
 
     def _reap_orphans(self) -> None:
         pass  # nothing runs on this machine

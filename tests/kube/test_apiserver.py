@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import queue
+import subprocess
 import threading
 import time
 
@@ -14,7 +15,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from helpers.waiting import wait_for
-from servers.kube import KubeError, KubeServer
+from servers.kube import KUBELET_CHAINS, KubeError, KubeServer, _remove_kubelet_chains, kubelet_chains
 from servers.kube_fixtures import create_namespace
 
 # (group, version, spec of a valid PodGroup of that scheduler)
@@ -171,3 +172,14 @@ def test_scheduler_binds_pod_to_hollow_node(kube_cluster):
     print(f"pod Running after {time.monotonic() - t0:.1f} s (node Ready took {kube_cluster.cluster_seconds:.1f} s)")
     core.delete_namespaced_pod("worker-0", ns, grace_period_seconds=0)
     wait_for(lambda: not core.list_namespaced_pod(ns).items, 30, "pod deleted")
+
+
+def test_the_kubelet_iptables_chains_a_hollow_node_adds_are_removed():
+    """What ``remove_dir`` runs once the last hollow node is gone (the chains made here stand in for them)."""
+    for table, chain in KUBELET_CHAINS:
+        subprocess.run(["iptables", "-t", table, "-N", chain], capture_output=True)
+    subprocess.run(["iptables", "-t", "filter", "-A", "INPUT", "-j", "KUBE-FIREWALL"], check=True)
+    assert len(kubelet_chains()) == len(KUBELET_CHAINS)
+    _remove_kubelet_chains()
+    assert kubelet_chains() == []
+    assert "KUBE-FIREWALL" not in subprocess.run(["iptables-save"], capture_output=True, text=True).stdout

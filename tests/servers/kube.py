@@ -6,7 +6,9 @@ loopback ports, waits until ``/readyz`` answers, and writes ``kubeconfig`` (serv
 ``system:masters`` user) for the official ``kubernetes`` Python client or kubectl. ``restart_apiserver()``
 stops the API server and starts it again on the same port with the same etcd (data survives).
 ``start_cluster()`` is the second tier: kube-controller-manager, kube-scheduler and one kubemark hollow node,
-so pods get scheduled and become Running (their containers never run and never finish).
+so pods get scheduled and become Running (their containers never run and never finish). The hollow kubelet
+adds the kubelet's iptables chains (KUBE-FIREWALL...) to the host; they are removed with the last hollow
+node, unless they were there before it.
 
 Without a node, pods stay Pending; a test can play the kubelet by patching ``pods/status``. The ServiceAccount
 admission plugin is off (no token controller in the first tier), so pods get no token volume.
@@ -33,6 +35,7 @@ import os
 import re
 import secrets
 import shutil
+import subprocess
 import ssl
 import sys
 import time
@@ -67,7 +70,9 @@ def missing_binaries() -> list[str]:
 
 
 def _write_pki(d: str) -> None:
-    """ca.crt; apiserver.crt/.key for 127.0.0.1 signed by it; sa.key/sa.pub for service-account tokens."""
+    """ca.crt; apiserver.crt/.key for 127.0.0.1 signed by it; sa.key/sa.pub for service-account tokens;
+    kubelet.crt/.key (a kubelet's serving certificate for 127.0.0.1) and kubelet-client.crt/.key (the API
+    server's client certificate towards kubelets, in group system:masters). Every file is owner-only."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -75,11 +80,12 @@ def _write_pki(d: str) -> None:
 
     now = datetime.datetime.now(datetime.timezone.utc)
 
-    def name(cn):
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    def name(cn, group=None):
+        return x509.Name([*([x509.NameAttribute(NameOID.ORGANIZATION_NAME, group)] if group else []),
+                          x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
-    def cert(subject, key, issuer, issuer_key, *, ca: bool, extra=()):
-        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(issuer.subject if issuer else name(subject))
+    def cert(subject, key, issuer, issuer_key, *, ca: bool, extra=(), group=None):
+        b = (x509.CertificateBuilder().subject_name(name(subject, group)).issuer_name(issuer.subject if issuer else name(subject))
              .public_key(key.public_key()).serial_number(x509.random_serial_number())
              .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
              .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
@@ -94,14 +100,13 @@ def _write_pki(d: str) -> None:
         return b.sign(issuer_key, hashes.SHA256())
 
     def write(fname, data):
-        with open(os.path.join(d, fname), "wb") as f:
-            f.write(data)
+        write_private(os.path.join(d, fname), data)
 
     def key_pem(key):
         return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                  serialization.NoEncryption())
 
-    ca_key, srv_key, sa_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca_key, srv_key, sa_key, kubelet_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(5))
     ca = cert("osmo-test-ca", ca_key, None, ca_key, ca=True)
     sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
             x509.IPAddress(next(ipaddress.ip_network(SERVICE_CIDR).hosts())),
@@ -114,6 +119,22 @@ def _write_pki(d: str) -> None:
     write("sa.key", key_pem(sa_key))
     write("sa.pub", sa_key.public_key().public_bytes(serialization.Encoding.PEM,
                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+    kubelet = cert("kubelet", kubelet_key, ca, ca_key, ca=False,
+                   extra=[x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                       x509.DNSName("localhost")]),
+                          x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])])
+    client = cert("kube-apiserver-kubelet-client", client_key, ca, ca_key, ca=False,
+                  extra=[x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])], group="system:masters")
+    for fname, crt, key in (("kubelet", kubelet, kubelet_key), ("kubelet-client", client, client_key)):
+        write(f"{fname}.crt", crt.public_bytes(serialization.Encoding.PEM))
+        write(f"{fname}.key", key_pem(key))
+
+
+def write_private(path: str, data: bytes | str) -> None:
+    """Write ``path`` readable by its owner only (keys, tokens, kubeconfigs)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
 
 
 class KubeServer(DaemonServer):
@@ -140,8 +161,7 @@ class KubeServer(DaemonServer):
             raise KubeError(f"Kubernetes test binaries not found: {', '.join(missing)}; {INSTALL_HINT}")
         self.make_dir()
         _write_pki(self.dir)
-        with open(os.path.join(self.dir, "tokens.csv"), "w") as f:
-            f.write(f"{self.token},admin,admin-uid,system:masters\n")
+        write_private(os.path.join(self.dir, "tokens.csv"), f"{self.token},admin,admin-uid,system:masters\n")
         self.etcd_port, self.port = free_port(), free_port()
         self.server = f"https://127.0.0.1:{self.port}"
         self._write_kubeconfig()
@@ -157,13 +177,15 @@ class KubeServer(DaemonServer):
                 m = re.search(r"Using (\S+) as root dir for hollow-kubelet", f.read())
             if m and os.path.basename(m.group(1)).startswith("hollow-kubelet."):
                 shutil.rmtree(m.group(1), ignore_errors=True)
-                _remove_runtime_socket()
+                if _remove_runtime_socket() and os.path.exists(os.path.join(path, CHAINS_MARKER)):
+                    _remove_kubelet_chains()
         except OSError:
             pass
         shutil.rmtree(path, ignore_errors=True)
 
-    def start_apiserver(self) -> float:
-        """Start kube-apiserver (again) on ``self.port`` and wait until it is ready; returns the seconds taken."""
+    def start_apiserver(self, wait: bool = True) -> float:
+        """Start kube-apiserver (again) on ``self.port`` and (unless not ``wait``) wait until it is ready;
+        returns the seconds taken."""
         t0 = time.monotonic()
         d = self.dir
         self.spawn("kube-apiserver", [
@@ -176,10 +198,15 @@ class KubeServer(DaemonServer):
             f"--service-account-key-file={d}/sa.pub", f"--service-account-signing-key-file={d}/sa.key",
             "--service-account-issuer=https://kubernetes.default.svc", f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true", "--profiling=false",
-            f"--cert-dir={d}/certs",
+            f"--cert-dir={d}/certs", *self.apiserver_extra_args(),
         ])
-        self.wait_until(self._ready, f"kube-apiserver ready on {self.server}")
+        if wait:
+            self.wait_until(self._ready, f"kube-apiserver ready on {self.server}")
         return time.monotonic() - t0
+
+    def apiserver_extra_args(self) -> list[str]:
+        """More kube-apiserver flags (a subclass with a real kubelet adds how to reach it)."""
+        return []
 
     def stop_apiserver(self, graceful: bool = True) -> None:
         """SIGTERM (SIGKILL after 5 s: open watches keep it from finishing), or SIGKILL at once (a crash)."""
@@ -196,14 +223,10 @@ class KubeServer(DaemonServer):
         """Second tier: controller-manager, scheduler and a kubemark hollow node; waits until the node is Ready
         and schedulable (~10 s)."""
         t0 = time.monotonic()
-        d, kc = self.dir, self.kubeconfig
-        common = [f"--kubeconfig={kc}", "--leader-elect=false", "--port=0", "--secure-port=0", "--profiling=false"]
-        self.spawn("kube-controller-manager", [
-            os.path.join(bin_dir(), "kube-controller-manager"), *common,
-            f"--service-account-private-key-file={d}/sa.key", f"--root-ca-file={d}/ca.crt",
-            "--use-service-account-credentials=false", "--node-monitor-period=1s",
-        ])
-        self.spawn("kube-scheduler", [os.path.join(bin_dir(), "kube-scheduler"), *common])
+        kc = self.kubeconfig
+        self.start_controllers()
+        if not kubelet_chains():  # the hollow kubelet adds its iptables chains: remove them when done
+            open(os.path.join(self.dir, CHAINS_MARKER), "w").close()
         self.spawn("kubemark", [
             os.path.join(bin_dir(), "kubemark"), "--morph=kubelet", f"--name={node_name}", f"--kubeconfig={kc}",
             f"--kubelet-port={free_port()}", "--kubelet-read-only-port=0", "--kube-api-content-type=application/json",
@@ -212,6 +235,17 @@ class KubeServer(DaemonServer):
         self.wait_until(self._node_ready, f"hollow node {node_name} Ready and schedulable")
         self.cluster_seconds = time.monotonic() - t0
         return self
+
+    def start_controllers(self) -> None:
+        """kube-controller-manager and kube-scheduler (no leader election, no serving ports)."""
+        d, kc = self.dir, self.kubeconfig
+        common = [f"--kubeconfig={kc}", "--leader-elect=false", "--port=0", "--secure-port=0", "--profiling=false"]
+        self.spawn("kube-controller-manager", [
+            os.path.join(bin_dir(), "kube-controller-manager"), *common,
+            f"--service-account-private-key-file={d}/sa.key", f"--root-ca-file={d}/ca.crt",
+            "--use-service-account-credentials=false", "--node-monitor-period=1s",
+        ])
+        self.spawn("kube-scheduler", [os.path.join(bin_dir(), "kube-scheduler"), *common])
 
     # ----------------------------------------------------------------------------------------- internals
     def _write_kubeconfig(self) -> None:
@@ -223,8 +257,7 @@ class KubeServer(DaemonServer):
             "users": [{"name": "admin", "user": {"token": self.token}}],
             "contexts": [{"name": "osmo-test", "context": {"cluster": "osmo-test", "user": "admin"}}],
         }
-        with open(self.kubeconfig, "w") as f:
-            yaml.safe_dump(cfg, f)
+        write_private(self.kubeconfig, yaml.safe_dump(cfg))
 
     def _start_etcd(self) -> None:
         peer = f"http://127.0.0.1:{free_port()}"
@@ -277,20 +310,53 @@ class KubeServer(DaemonServer):
         return self.rss_by_daemon()
 
 
-def _remove_runtime_socket() -> None:
+def _remove_runtime_socket() -> bool:
     """kubemark's fake container runtime listens on a fixed /tmp/kubelet_remote.sock (shared by every hollow
-    node on the machine): remove it once no kubemark process is left."""
+    node on the machine): remove it once no kubemark process is left (then True)."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/comm") as f:
                 if f.read().strip() == "kubemark":
-                    return
+                    return False
         except OSError:
             pass
     try:
         os.unlink("/tmp/kubelet_remote.sock")
     except OSError:
         pass
+    return True
+
+
+# What a hollow kubelet (makeIPTablesUtilChains) adds to the host's iptables: (table, rule to delete) and
+# (table, chain to flush and delete). The real node's kubelet adds none (tests/servers/kubenode_runtime.py).
+KUBELET_RULES = (("filter", ["INPUT", "-j", "KUBE-FIREWALL"]), ("filter", ["OUTPUT", "-j", "KUBE-FIREWALL"]),
+                 ("nat", ["POSTROUTING", "-m", "comment", "--comment", "kubernetes postrouting rules",
+                          "-j", "KUBE-POSTROUTING"]))
+KUBELET_CHAINS = (("filter", "KUBE-FIREWALL"), ("filter", "KUBE-KUBELET-CANARY"), ("nat", "KUBE-POSTROUTING"),
+                  ("nat", "KUBE-MARK-DROP"), ("nat", "KUBE-MARK-MASQ"), ("nat", "KUBE-KUBELET-CANARY"),
+                  ("mangle", "KUBE-KUBELET-CANARY"))
+CHAINS_MARKER = "remove-kubelet-iptables"  # in the server's folder: the chains were not there before it
+
+
+def kubelet_chains() -> list[str]:
+    """The kubelet's iptables chains present on this machine (``table/chain``)."""
+    found = []
+    for table in sorted({t for t, _ in KUBELET_CHAINS}):
+        try:
+            out = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True).stdout
+        except OSError:
+            return []  # no iptables: nothing can have been added
+        found += [f"{table}/{c}" for t, c in KUBELET_CHAINS if t == table and f":{c} " in out]
+    return found
+
+
+def _remove_kubelet_chains() -> None:
+    for table, rule in KUBELET_RULES:
+        while subprocess.run(["iptables", "-t", table, "-D", *rule], capture_output=True).returncode == 0:
+            pass
+    for verb in ("-F", "-X"):
+        for table, chain in KUBELET_CHAINS:
+            subprocess.run(["iptables", "-t", table, verb, chain], capture_output=True)
 
 
 def main() -> None:

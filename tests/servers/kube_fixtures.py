@@ -8,6 +8,10 @@
 - ``kube_cluster`` (session): a second, separate control plane plus controller-manager, scheduler and a
   kubemark hollow node, so pods get a nodeName and become Running. Started only by the tests that use it
   (~12 s), separate so that ``kube_server``'s pods are never scheduled.
+- ``kube_node`` (session): a real one-node Kubernetes (``kubenode.py``: a real kubelet and containerd,
+  the project's images, cluster DNS, an S3 store the pods reach), a third control plane of its own.
+  Needs root and the images of ``.ci/build-images.sh`` (built first if the cache lacks them; ~25 s to
+  start). ``kube_node_namespace`` (function): a fresh namespace on it holding the store's Secret.
 
 If the binaries are missing or a server does not come up, the fixture FAILS (never skips) with a message
 naming ``.ci/install-kube.sh``. Several conftest.py files may import them: they still share one server
@@ -28,7 +32,8 @@ import yaml
 
 from .kube import KubeError, KubeServer
 
-__all__ = ["kube_server", "kube_namespace", "kube_cluster", "install_crds", "create_namespace", "CRD_DIR"]
+__all__ = ["kube_server", "kube_namespace", "kube_cluster", "kube_node", "kube_node_namespace", "install_crds",
+           "create_namespace", "CRD_DIR"]
 
 CRD_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "crds")
 INSTALL_SCRIPT = ".ci/install-kube.sh"
@@ -74,12 +79,14 @@ def create_namespace(server: KubeServer, prefix: str = "osmo-test") -> str:
 _shared: dict[str, list] = {}
 
 
-def _start(what: str, cluster: bool) -> KubeServer | str:
-    server = KubeServer()
+def _start(what: str, key: str) -> KubeServer | str:
+    server = _real_node() if key == "node" else KubeServer()
+    if isinstance(server, str):
+        return server
     try:
         server.start()
         install_crds(server)
-        if cluster:
+        if key == "cluster":
             server.start_cluster()
     except Exception as exc:  # noqa: BLE001 - any start failure must become a clear test failure
         server.stop()
@@ -87,10 +94,19 @@ def _start(what: str, cluster: bool) -> KubeServer | str:
     return server
 
 
-def _session_server(what: str, cluster: bool):
-    key = "cluster" if cluster else "server"
+def _real_node():
+    """A ``KubeNode`` with the images of .ci/build-images.sh (built now if the cache lacks them)."""
+    from helpers.images import image_archives
+
+    from .kubenode import Image, KubeNode
+
+    archives = image_archives()
+    return KubeNode({name: Image(name, str(a.path), a.tags) for name, a in archives.items()})
+
+
+def _session_server(what: str, key: str):
     if key not in _shared:
-        _shared[key] = [_start(what, cluster), 0]
+        _shared[key] = [_start(what, key), 0]
     entry = _shared[key]
     if isinstance(entry[0], str):  # failed once: fail every user at once, no second start attempt
         pytest.fail(entry[0], pytrace=False)
@@ -106,7 +122,7 @@ def _session_server(what: str, cluster: bool):
 
 @pytest.fixture(scope="session")
 def kube_server():
-    yield from _session_server("Kubernetes API server (etcd + kube-apiserver)", cluster=False)
+    yield from _session_server("Kubernetes API server (etcd + kube-apiserver)", "server")
 
 
 @pytest.fixture
@@ -124,4 +140,22 @@ def kube_namespace(kube_server):
 @pytest.fixture(scope="session")
 def kube_cluster():
     yield from _session_server("Kubernetes cluster tier (apiserver, controller-manager, scheduler, hollow node)",
-                               cluster=True)
+                               "cluster")
+
+
+@pytest.fixture(scope="session")
+def kube_node():
+    yield from _session_server("the real Kubernetes node (control plane, containerd, kubelet, DNS, S3)", "node")
+
+
+@pytest.fixture
+def kube_node_namespace(kube_node):
+    from kubernetes import client
+
+    name = f"osmo-node-{uuid.uuid4().hex[:8]}"
+    kube_node.prepare_namespace(name)
+    yield name
+    try:
+        client.CoreV1Api(kube_node.api_client()).delete_namespace(name)
+    except Exception as exc:  # noqa: BLE001
+        warnings.warn(f"could not delete test namespace {name}: {exc!r}")

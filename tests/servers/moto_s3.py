@@ -27,8 +27,9 @@ class MotoS3Server(ManagedServer):
     secret = SECRET_KEY
     region = REGION
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self._server = None
+        self.host = host  # 127.0.0.1; the real Kubernetes node binds it to its bridge's gateway (kubenode.py)
         self.endpoint_url = ""
 
     def _start(self) -> None:
@@ -38,7 +39,7 @@ class MotoS3Server(ManagedServer):
             raise RuntimeError(f"moto server mode is not installed ({exc}); {INSTALL_HINT}") from exc
         # werkzeug logs every request to stderr otherwise (it adds its own handler).
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server = ThreadedMotoServer(ip_address=self.host, port=0, verbose=False)
         server.start()
         self._server = server
         host, port = server.get_host_and_port()

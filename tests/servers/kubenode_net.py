@@ -1,0 +1,174 @@
+"""The real test node's network: a host-only bridge for its pods, and the cluster DNS that resolves the
+runner's headless Services (``{{host:TASK}}``) as CoreDNS does on a real cluster.
+
+- ``reserve_bridge(owner_dir)`` picks a free ``10.244.N.0/24`` (one no address or route of this machine
+  overlaps), creates the bridge ``osmokn-<suffix>`` with the gateway ``10.244.N.1/24`` and brings it up,
+  under a lock so two nodes starting at once never take the same subnet. There is no uplink: no
+  masquerade, no default route in the pods, no iptables rule. ``delete_bridge(name)`` removes it;
+  ``node_bridges()`` lists every node's (the sweep of nodes whose owner died uses it).
+- ``ClusterDns``: dnsmasq (Debian's ``dnsmasq-base``) listening on the gateway only (port 53), answering
+  ``cluster.local`` from a hosts file and every other name with NXDOMAIN at once (the pods have no way
+  out anyway; a refusal would make resolvers retry for seconds).
+  A thread fed from the API server (Services and Endpoints of every namespace, listed every
+  ``POLL`` s) rewrites that file and sends dnsmasq SIGHUP when it changes. A headless Service ``S`` in
+  namespace ``N`` gives ``S.N.svc.cluster.local`` (every address) and ``H.S.N.svc.cluster.local`` for each
+  address with a hostname (a pod whose ``hostname``/``subdomain`` name it), ready or not when the Service
+  publishes not-ready addresses. The kubelet points the pods' resolv.conf at the gateway
+  (``clusterDNS``) with the usual search path, so ``server.<service>`` resolves from the pod's namespace.
+  Services with a cluster IP are not served: nothing here routes cluster IPs (no kube-proxy; see
+  docs/KUBE-TEST-SERVERS.md).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+import threading
+
+CLUSTER_DOMAIN = "cluster.local"
+SUBNET_POOL = ipaddress.ip_network("10.244.0.0/16")
+BRIDGE_PREFIX = "osmokn-"
+LOCK_FILE = "/run/lock/osmo-kubenode-net.lock"
+POLL = 0.25
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def _used_networks() -> list[ipaddress.IPv4Network]:
+    """Every IPv4 network this machine has an address in or a route to."""
+    used = []
+    for link in json.loads(_ip("-j", "-4", "addr").stdout or "[]"):
+        for info in link.get("addr_info", []):
+            used.append(ipaddress.ip_network(f"{info['local']}/{info['prefixlen']}", strict=False))
+    for route in json.loads(_ip("-j", "-4", "route", "show", "table", "all").stdout or "[]"):
+        dst = route.get("dst", "")
+        if dst and dst != "default":
+            try:
+                used.append(ipaddress.ip_network(dst, strict=False))
+            except ValueError:
+                pass
+    return used
+
+
+def reserve_bridge(suffix: str) -> tuple[str, ipaddress.IPv4Network]:
+    """Create the bridge ``osmokn-<suffix>`` on a free /24 of 10.244.0.0/16; returns (name, subnet)."""
+    name = f"{BRIDGE_PREFIX}{suffix}"[:15]
+    os.makedirs(os.path.dirname(LOCK_FILE), exist_ok=True)
+    with open(LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        used = _used_networks()
+        subnet = next((s for s in SUBNET_POOL.subnets(new_prefix=24) if not any(s.overlaps(u) for u in used)), None)
+        if subnet is None:
+            raise RuntimeError(f"no free /24 left in {SUBNET_POOL} for the node's bridge")
+        gateway = next(subnet.hosts())
+        _ip("link", "add", "name", name, "type", "bridge")
+        try:
+            _ip("addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", name)
+            _ip("link", "set", name, "up")
+        except subprocess.CalledProcessError:
+            delete_bridge(name)
+            raise
+    return name, subnet
+
+
+def delete_bridge(name: str) -> None:
+    if name.startswith(BRIDGE_PREFIX):
+        _ip("link", "del", name, check=False)
+
+
+def node_bridges() -> list[str]:
+    """The names of every node bridge on this machine (``osmokn-*``), of any node."""
+    links = json.loads(_ip("-j", "link", "show", "type", "bridge").stdout or "[]")
+    return [link["ifname"] for link in links if link.get("ifname", "").startswith(BRIDGE_PREFIX)]
+
+
+def bridge_exists(name: str) -> bool:
+    return _ip("link", "show", name, check=False).returncode == 0
+
+
+def hosts_lines(services: list[dict], endpoints: list[dict]) -> list[str]:
+    """The hosts file for the headless Services among ``services`` (API JSON), from their Endpoints."""
+    headless = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in services
+                if (s.get("spec") or {}).get("clusterIP") == "None"}
+    lines = set()
+    for ep in endpoints:
+        key = (ep["metadata"]["namespace"], ep["metadata"]["name"])
+        if key not in headless:
+            continue
+        service = f"{key[1]}.{key[0]}.svc.{CLUSTER_DOMAIN}"
+        for subset in ep.get("subsets") or []:
+            for address in (subset.get("addresses") or []) + (subset.get("notReadyAddresses") or []):
+                lines.add(f"{address['ip']} {service}")
+                if address.get("hostname"):
+                    lines.add(f"{address['ip']} {address['hostname']}.{service}")
+    return sorted(lines)
+
+
+class ClusterDns:
+    """dnsmasq on ``gateway`` plus the thread that feeds it from the API server (see the module docstring)."""
+
+    def __init__(self, folder: str, gateway: str, api_client) -> None:
+        self.folder = folder
+        self.gateway = gateway
+        self.hosts_file = os.path.join(folder, "cluster.hosts")
+        self._api = api_client
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._proc: subprocess.Popen | None = None
+        self.errors = 0
+        self.updates = 0
+
+    def argv(self) -> list[str]:
+        """dnsmasq in the foreground, no config file, nothing but the hosts file; it drops root for nobody."""
+        os.makedirs(self.folder, mode=0o755, exist_ok=True)
+        with open(self.hosts_file, "w") as f:
+            f.write("")
+        os.chmod(self.hosts_file, 0o644)
+        return ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--pid-file=", "--no-resolv",
+                "--no-hosts", f"--addn-hosts={self.hosts_file}", f"--listen-address={self.gateway}",
+                "--bind-interfaces", "--port=53", f"--local=/{CLUSTER_DOMAIN}/", "--address=/#/", "--domain-needed",
+                "--no-negcache", "--log-facility=-"]
+
+    def attach(self, proc: subprocess.Popen) -> None:
+        """Start feeding the dnsmasq process ``proc`` (started by the caller from ``argv()``)."""
+        self._proc = proc
+        self._thread = threading.Thread(target=self._feed, daemon=True, name="osmo-kubenode-dns")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _feed(self) -> None:
+        from kubernetes import client
+
+        core = client.CoreV1Api(self._api)
+        current: list[str] | None = None
+        while not self._stop.wait(POLL):
+            try:
+                services = self._api.sanitize_for_serialization(
+                    core.list_service_for_all_namespaces(_request_timeout=10)).get("items", [])
+                endpoints = self._api.sanitize_for_serialization(
+                    core.list_endpoints_for_all_namespaces(_request_timeout=10)).get("items", [])
+            except Exception:  # noqa: BLE001 - the API server may be restarting: try again
+                self.errors += 1
+                continue
+            lines = hosts_lines(services, endpoints)
+            if lines == current:
+                continue
+            temporary = self.hosts_file + ".tmp"
+            with open(temporary, "w") as f:
+                f.write("".join(line + "\n" for line in lines))
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, self.hosts_file)
+            current = lines
+            self.updates += 1
+            if self._proc is not None and self._proc.poll() is None:
+                os.kill(self._proc.pid, signal.SIGHUP)
