@@ -21,6 +21,7 @@ import os
 from typing import Any
 
 from osmo_store.ids import parse_ref
+from osmo_store.report.render import plural
 from osmo_run.contract import INPUT_FAILED, DataStatus, InputSpec, RunDir, TaskContract
 
 from sidecar.console import say
@@ -55,7 +56,7 @@ def run_download(run: RunDir, contract: TaskContract, policy: RetryPolicy) -> Da
                     datasets.append(_store_input(what, n, spec, dest, store, policy))
             except DataError as exc:
                 return DataStatus(INPUT_FAILED, f"{what}: {exc}", tuple(datasets))
-    return DataStatus(0, f"{len(contract.inputs)} input(s) downloaded", tuple(datasets))
+    return DataStatus(0, f"{plural(len(contract.inputs), 'input')} downloaded", tuple(datasets))
 
 
 def _store_input(what: str, n: int, spec: InputSpec, dest: str, store: StoreHandle,
@@ -86,7 +87,7 @@ def _store_input(what: str, n: int, spec: InputSpec, dest: str, store: StoreHand
 
     entry = with_retry(what, fetch, policy)
     filtered = f" matching regex {spec.regex}" if spec.regex else ""
-    say(f"{what}: {entry['dataset']}:{entry['version']}, {entry['files']} file(s){filtered}, "
+    say(f"{what}: {entry['dataset']}:{entry['version']}, {plural(entry['files'], 'file')}{filtered}, "
         f"{entry['bytes']} bytes -> {target}")
     return entry
 
@@ -102,4 +103,4 @@ def _url_input(what: str, spec: InputSpec, dest: str, policy: RetryPolicy) -> No
 
     count, nbytes = with_retry(what, fetch, policy)
     filtered = f" matching regex {spec.regex}" if spec.regex else ""
-    say(f"{what}: {count} file(s){filtered}, {nbytes} bytes -> {dest}")
+    say(f"{what}: {plural(count, 'file')}{filtered}, {nbytes} bytes -> {dest}")

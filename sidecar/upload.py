@@ -29,6 +29,7 @@ import os
 from typing import Any
 
 from osmo_store.repository import UploadRequest
+from osmo_store.report.render import plural
 from osmo_run.contract import (DOWNLOAD_STATUS, OUTPUT_FAILED, DataStatus, OutputSpec, RunDir,
                                TaskContract)
 
@@ -95,7 +96,7 @@ def run_upload(run: RunDir, contract: TaskContract, policy: RetryPolicy) -> Data
                 failures.append(f"{what}: {exc}")
     if failures:
         return DataStatus(OUTPUT_FAILED, "; ".join(failures), tuple(written))
-    return DataStatus(0, f"{len(contract.outputs)} output(s) uploaded", tuple(written))
+    return DataStatus(0, f"{plural(len(contract.outputs), 'output')} uploaded", tuple(written))
 
 
 def _source(spec: OutputSpec, output_dir: str) -> str:
@@ -121,9 +122,9 @@ def _store_output(what: str, i: int, spec: OutputSpec, output_dir: str, base_met
                             metadata={**base_meta, **spec.metadata}, labels=dict(spec.labels))
     result = with_retry(what, lambda _: store.get().upload(request), policy)
     if result.skipped:
-        say(f"{what}: {len(result.skipped)} symbolic link(s) or special file(s) not stored, "
+        say(f"{what}: {plural(len(result.skipped), 'symbolic link or special file', 'symbolic links or special files')} not stored, "
             f"e.g. {result.skipped[0][0]} ({result.skipped[0][1]})")
-    say(f"{what}: {spec.dataset}:{result.version}, {result.files} file(s), {result.logical_bytes} bytes "
+    say(f"{what}: {spec.dataset}:{result.version}, {plural(result.files, 'file')}, {result.logical_bytes} bytes "
         f"({result.stored_bytes} new bytes stored)")
     return {"output": i, "kind": spec.kind, "dataset": spec.dataset, "version": result.version,
             "files": result.files, "logical_bytes": result.logical_bytes,
@@ -141,7 +142,7 @@ def _url_output(what: str, spec: OutputSpec, output_dir: str, policy: RetryPolic
 
     nbytes = with_retry(what, copy, policy)
     filtered = f" matching regex {spec.regex}" if spec.regex else ""
-    say(f"{what}: {len(files)} file(s){filtered}, {nbytes} bytes copied")
+    say(f"{what}: {plural(len(files), 'file')}{filtered}, {nbytes} bytes copied")
 
 
 def local_files(root: str) -> list[tuple[str, str]]:

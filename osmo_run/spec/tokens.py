@@ -86,7 +86,7 @@ def substitute_tokens(text: str, *, output: str | None = None, inputs: Sequence[
             if index is None and token.arg in inputs_by_task:
                 return inputs_by_task[token.arg]
             if index is not None:
-                raise SpecError(f"unknown token {token.text}: the task has {len(inputs)} input(s), "
+                raise SpecError(f"unknown token {token.text}: the task has {len(inputs)} input{'' if len(inputs) == 1 else 's'}, "
                                 f"numbered from 0")
             known = ", ".join(sorted(inputs_by_task)) or "none"
             raise SpecError(f"unknown token {token.text}: no input from task {token.arg!r} "

@@ -139,7 +139,7 @@ def _check_tokens(workflow: Workflow) -> None:
                 token = use.token
                 if token.kind == "input" and token.index is not None and token.index >= len(task.inputs):
                     raise _error(workflow, f"token {token.text}: task {task.name!r} has "
-                                 f"{len(task.inputs)} input(s), numbered from 0", use.path, use.line)
+                                 f"{len(task.inputs)} input{'' if len(task.inputs) == 1 else 's'}, numbered from 0", use.path, use.line)
                 if token.kind == "input" and token.index is None and token.arg not in by_task:
                     known = ", ".join(by_task) or "none"
                     raise _error(workflow, f"token {token.text}: task {task.name!r} reads no task "

@@ -127,7 +127,7 @@ def _robot(conf, runner, info, logs):
     assert "model-training | [TRAIN] Converged on policy" in logs
     for peer in ("physics-sim", "robot-ctrl"):
         assert tasks[peer]["reason"] == "stopped when the lead task 'model-training' ended"
-        assert "[osmo-sidecar] upload: 1 output(s) uploaded" in runner.logs(info["id"], peer)
+        assert "[osmo-sidecar] upload: 1 output uploaded" in runner.logs(info["id"], peer)
 
 
 def _datasets(runner) -> str:

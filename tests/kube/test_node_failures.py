@@ -154,7 +154,7 @@ def test_the_exec_timeout_stops_the_task_and_still_uploads(failures):
     info, tasks = failures.ended("exec_timeout")
     assert info["status"] == "FAILED_EXEC_TIMEOUT" and tasks["sleeper"]["status"] == "FAILED_EXEC_TIMEOUT"
     logs = failures.osmo.logs(info["id"])
-    assert "the task finished with exit code 143" in logs and "upload: 1 output(s) uploaded" in logs
+    assert "the task finished with exit code 143" in logs and "upload: 1 output uploaded" in logs
 
 
 def test_a_group_the_node_cannot_fit_ends_with_the_queue_timeout(failures):
@@ -205,6 +205,6 @@ def test_the_lead_ends_its_group_and_the_other_outputs_are_still_uploaded(failur
     assert info["status"] == "COMPLETED"
     assert tasks["worker"]["reason"] == "stopped when the lead task 'boss' ended"
     logs = failures.osmo.logs(info["id"], "worker")
-    assert "worker got TERM" in logs and "upload: 1 output(s) uploaded" in logs
+    assert "worker got TERM" in logs and "upload: 1 output uploaded" in logs
     failures.osmo("dataset", "download", f"{info['id']}--worker", str(tmp_path / "out"), group="")
     assert (tmp_path / "out" / "result.txt").read_text() == "worked\n"

@@ -406,7 +406,7 @@ BAD_SPECS = {
               ls {{input:0}}
               cat {{ input:1 }}/x
             inputs: [{task: a}]
-        """), "workflow.tasks[1].args[0]", 11, "token {{ input:1 }}: task 'b' has 1 input(s)"),
+        """), "workflow.tasks[1].args[0]", 11, "token {{ input:1 }}: task 'b' has 1 input"),
     "host token outside the group": (spec("""
         workflow:
           name: w

@@ -169,7 +169,7 @@ def test_dataset_input_with_regex_and_exact_versions(tmp_path, sidecar, store):
     assert [(d["input"], d["dataset"], d["version"], d["files"]) for d in st_["datasets"]] == [
         (0, "scenes", 1, 2), (1, "scenes", 1, 1), (2, "scenes", 2, 1), (3, "scenes", 1, 0)]
     assert st_["datasets"][0]["ref"] == "scenes:gold"
-    assert any("scenes:1, 2 file(s)" in line for line in result.lines())
+    assert any("scenes:1, 2 files" in line for line in result.lines())
 
 
 def test_task_input_reads_the_upstream_output(tmp_path, sidecar, store):
@@ -215,7 +215,7 @@ def test_url_inputs_from_s3(tmp_path, sidecar, store, s3_bucket):
     assert tree(run.input_dir(0)) == {"x.txt": b"x\n", "deep/y.txt": b"yy\n", "z.bin": objects["data/z.bin"]}
     assert tree(run.input_dir(1)) == {"x.txt": b"x\n", "deep/y.txt": b"yy\n"}
     assert tree(run.input_dir(2)) == {"z.bin": objects["data/z.bin"]}
-    assert status(run, "download.json") == {"code": 0, "message": "3 input(s) downloaded", "datasets": []}
+    assert status(run, "download.json") == {"code": 0, "message": "3 inputs downloaded", "datasets": []}
 
 
 def test_url_inputs_from_a_local_folder(tmp_path, sidecar, store):
@@ -437,7 +437,7 @@ def test_url_outputs_to_s3(tmp_path, sidecar, store, s3_bucket):
     assert got == {"filtered-output/filtered-io-1/a.json": b"{}",
                    "filtered-output/filtered-io-1/deep/b.yaml": b"b: 2\n",
                    **{f"models/{rel}": data for rel, data in files.items()}}
-    assert status(run, "upload.json") == {"code": 0, "message": "2 output(s) uploaded", "datasets": []}
+    assert status(run, "upload.json") == {"code": 0, "message": "2 outputs uploaded", "datasets": []}
 
 
 def test_output_failures_give_2012_and_the_other_outputs_are_kept(tmp_path, sidecar, store, s3_bucket):
