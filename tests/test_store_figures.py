@@ -256,8 +256,12 @@ def test_after_a_repack_deleting_a_version_frees_what_every_command_said(store_c
     assert again["stats"] == after
     lidar_versions = {v["version"]: v for d in again["report"]["datasets"] if d["name"] == "lidar"
                       for v in d["versions"]}
-    unique = lidar_versions[1]["unique_bytes"]
-    assert unique > 0
+    first = lidar_versions[1]
+    unique = first["unique_bytes"]
+    # it alone holds the three files version 2 changed; whether deleting it frees them now depends on how
+    # the repack laid out the packs (uploads ran side by side): if not, the note must say why
+    assert first["owned_bytes"] > 0
+    assert unique > 0 or "shares packs with live data" in first.get("note", ""), first
     before = pack_bytes(store_cli)
     store_cli("dataset", "delete", "lidar:1")
     assert store_cli("store", "stats", "--json").json()["reclaimable_bytes"] == unique
