@@ -12,6 +12,10 @@ through logs:
                                    ``osmo-sidecar exec`` (or by the runner that ran the command)
     RUN_DIR/status/upload.json     a ``DataStatus`` written by ``upload``
 
+Where the runner cannot read the run directory (a Kubernetes pod), the sidecar also writes each
+``DataStatus`` as one compact JSON object of at most ``MESSAGE_LIMIT`` bytes to a file the runner can
+read (``--status-message``: the container's termination message, ``DataStatus.to_message``).
+
 Inside a task's view ``RUN_DIR/data`` is mounted at ``/osmo/data`` when the runner isolates tasks;
 ``data_dir`` in the contract is the path the task itself sees.
 
@@ -41,6 +45,7 @@ STATUS_DIR = "status"
 DOWNLOAD_STATUS = "download.json"
 UPLOAD_STATUS = "upload.json"
 EXIT_CODE_FILE = "exit_code"
+MESSAGE_LIMIT = 4096  # bytes: a Kubernetes container's termination message
 
 
 def task_output_dataset(workflow_id: str, task: str) -> str:
@@ -77,6 +82,18 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class CheckpointSpec:
+    """A ``checkpoint:``: every ``every`` seconds while the task runs, and once when it has ended,
+    the files below ``path`` (as the sidecar sees it; relative: to the run directory) whose relative
+    path matches ``regex`` are copied below ``url``."""
+
+    path: str
+    url: str
+    every: float
+    regex: str | None = None
+
+
+@dataclass(frozen=True)
 class TaskContract:
     workflow_id: str
     task: str
@@ -87,6 +104,7 @@ class TaskContract:
     inputs: tuple[InputSpec, ...] = ()
     outputs: tuple[OutputSpec, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)  # added to every dataset version written
+    checkpoints: tuple[CheckpointSpec, ...] = ()
     version: int = CONTRACT_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -99,6 +117,7 @@ class TaskContract:
         raw = dict(raw)
         raw["inputs"] = tuple(InputSpec(**i) for i in raw.get("inputs", ()))
         raw["outputs"] = tuple(OutputSpec(**o) for o in raw.get("outputs", ()))
+        raw["checkpoints"] = tuple(CheckpointSpec(**c) for c in raw.get("checkpoints", ()))
         return cls(**raw)
 
 
@@ -114,6 +133,41 @@ class DataStatus:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "DataStatus":
         return cls(int(raw["code"]), str(raw.get("message", "")), tuple(raw.get("datasets", ())))
+
+    def to_message(self, limit: int = MESSAGE_LIMIT) -> str:
+        """One compact JSON object of at most ``limit`` bytes: the datasets with their names and
+        versions only when the whole does not fit, then as many as fit (``"more"``: how many were left
+        out), then the message cut short."""
+        brief = tuple({k: d[k] for k in _BRIEF if k in d} for d in self.datasets)
+        for datasets in (self.datasets, brief):
+            text = _compact({"code": self.code, "message": self.message, "datasets": list(datasets)})
+            if len(text.encode()) <= limit:
+                return text
+        message = self.message[:limit // 8]
+        kept: list[dict[str, Any]] = []
+        for entry in brief:
+            more = len(brief) - len(kept) - 1
+            if len(_compact({"code": self.code, "message": message, "datasets": kept + [entry],
+                             "more": more}).encode()) > limit:
+                break
+            kept.append(entry)
+        return _compact({"code": self.code, "message": message, "datasets": kept, "more": len(brief) - len(kept)})
+
+    @classmethod
+    def from_message(cls, text: str | None) -> "DataStatus | None":
+        """The status in a ``to_message`` text; None when ``text`` is something else (a log's end)."""
+        try:
+            raw = json.loads(text or "")
+            return cls.from_json(raw) if isinstance(raw, dict) and "code" in raw else None
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+_BRIEF = ("input", "output", "kind", "dataset", "version", "tag")
+
+
+def _compact(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
 def write_json_atomic(path: str, data: Any) -> None:

@@ -7,6 +7,9 @@ move data, write ``DIR/status/download.json`` or ``DIR/status/upload.json`` and 
 or malformed; a failing status is written too when the run directory allows it). ``exec`` runs the task
 command, writes ``DIR/status/exit_code`` and exits with the command's code. ``upload --wait`` first
 waits for that file (``wait.py``): the upload container of a Kubernetes pod runs beside the task.
+``--status-message PATH`` also writes the status as one compact JSON object to PATH (Kubernetes: the
+container's termination message, which the runner reads from the pod's status). ``upload --wait`` copies
+the contract's ``checkpoint:`` folders while it waits and once more at the end (``checkpoint.py``).
 ``check-store [--store SPEC]`` exits 0 when tasks will be able to use the store and 1 with a line
 naming it when it is missing or cannot be written (``osmo workflow submit`` runs it first).
 
@@ -42,7 +45,8 @@ def _raise_terminated(signum: int, _frame) -> None:
 
 def _run_phase(run_dir: str, status_name: str, failure_code: int, policy: RetryPolicy,
                phase: Callable[[RunDir, TaskContract, RetryPolicy], DataStatus],
-               before: Callable[[RunDir], None] | None = None) -> int:
+               before: Callable[[RunDir, TaskContract], None] | None = None,
+               status_message: str | None = None) -> int:
     """Load the contract, run one data phase, write its status file; returns the process exit code."""
     run = RunDir(os.path.abspath(run_dir))
     name = status_name.split(".")[0]
@@ -53,11 +57,11 @@ def _run_phase(run_dir: str, status_name: str, failure_code: int, policy: RetryP
         except ContractError as exc:
             message = f"bad task contract: {one_line(exc)}"
             say(f"{name}: {message}")
-            _write_status(run, status_name, DataStatus(failure_code, message))
+            _write_status(run, status_name, DataStatus(failure_code, message), status_message)
             return BAD_CONTRACT
         try:
             if before is not None:
-                before(run)
+                before(run, contract)
             status = phase(run, contract, policy)
         except DataError as exc:
             status = DataStatus(failure_code, one_line(exc))
@@ -68,7 +72,7 @@ def _run_phase(run_dir: str, status_name: str, failure_code: int, policy: RetryP
             if os.environ.get("OSMO_SIDECAR_DEBUG"):
                 traceback.print_exc()
             status = DataStatus(failure_code, f"internal error during {name}: {one_line(exc)}")
-        _write_status(run, status_name, status)
+        _write_status(run, status_name, status, status_message)
         if status.code:
             say(f"{name} failed ({status.code}): {status.message}")
             return SIDECAR_DATA_FAILED
@@ -78,7 +82,13 @@ def _run_phase(run_dir: str, status_name: str, failure_code: int, policy: RetryP
         signal.signal(signal.SIGTERM, previous)
 
 
-def _write_status(run: RunDir, status_name: str, status: DataStatus) -> None:
+def _write_status(run: RunDir, status_name: str, status: DataStatus, status_message: str | None = None) -> None:
+    if status_message is not None:
+        try:
+            with open(status_message, "w", encoding="utf-8") as f:
+                f.write(status.to_message())
+        except OSError as exc:
+            say(f"cannot write {status_message}: {one_line(exc)}")
     if not os.path.isdir(run.root):
         return  # a mistyped --run-dir: create nothing there
     try:
@@ -97,6 +107,9 @@ ATTEMPTS = click.option("--attempts", type=click.IntRange(min=1), default=3, sho
                         envvar="OSMO_SIDECAR_ATTEMPTS",
                         help="Tries per input or output when it fails with a transient error "
                              "[env: OSMO_SIDECAR_ATTEMPTS].")
+STATUS_MESSAGE = click.option("--status-message", "status_message", default=None, metavar="PATH",
+                              help="Also write the status as one compact JSON object (at most 4 KiB) to PATH, "
+                                   "e.g. /dev/termination-log on Kubernetes.")
 RETRY_DELAY = click.option("--retry-delay", type=click.FloatRange(min=0), default=2.0, show_default=True,
                            envvar="OSMO_SIDECAR_RETRY_DELAY",
                            help="Seconds before the first retry; doubles each time, at most 30 "
@@ -112,11 +125,13 @@ def cli() -> None:
 @RUN_DIR
 @ATTEMPTS
 @RETRY_DELAY
-def download(run_dir: str, attempts: int, retry_delay: float) -> None:
+@STATUS_MESSAGE
+def download(run_dir: str, attempts: int, retry_delay: float, status_message: str | None) -> None:
     """Download every input into DIR/data/input/<N>/ and write status/download.json."""
     from sidecar.download import run_download
 
-    sys.exit(_run_phase(run_dir, DOWNLOAD_STATUS, INPUT_FAILED, _policy(attempts, retry_delay), run_download))
+    sys.exit(_run_phase(run_dir, DOWNLOAD_STATUS, INPUT_FAILED, _policy(attempts, retry_delay), run_download,
+                        status_message=status_message))
 
 
 @cli.command()
@@ -132,15 +147,26 @@ def download(run_dir: str, attempts: int, retry_delay: float) -> None:
                    "a failing status is written and nothing is uploaded.")
 @click.option("--poll", "poll", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help=f"With --wait: seconds between two looks for the exit code [default: {DEFAULT_POLL:g}].")
+@STATUS_MESSAGE
 def upload(run_dir: str, attempts: int, retry_delay: float, wait: float | str | None,
-           wait_timeout: float | None, poll: float | None) -> None:
-    """Upload every output from DIR/data/output/ and write status/upload.json."""
+           wait_timeout: float | None, poll: float | None, status_message: str | None) -> None:
+    """Upload every output from DIR/data/output/ and write status/upload.json (with --wait: copying
+    the task's checkpoints while it runs)."""
     from sidecar.upload import run_upload
 
     options = wait_options(wait, wait_timeout, poll)
-    before = (lambda run: wait_for_task(run, options)) if options is not None else None
     sys.exit(_run_phase(run_dir, UPLOAD_STATUS, OUTPUT_FAILED, _policy(attempts, retry_delay), run_upload,
-                        before))
+                        (lambda run, contract: _wait(run, contract, options)) if options is not None else None,
+                        status_message))
+
+
+def _wait(run: RunDir, contract: TaskContract, options) -> None:
+    """Wait for the task's end, copying its checkpoints meanwhile and once more at the end."""
+    from sidecar.checkpoint import Checkpoints
+
+    checkpoints = Checkpoints(run, contract.checkpoints)
+    wait_for_task(run, options, on_poll=checkpoints.tick if contract.checkpoints else None)
+    checkpoints.final()
 
 
 @cli.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -52,6 +52,13 @@ def check_contract(contract: TaskContract) -> None:
             _check_output(spec)
         except (ContractError, UsageError) as exc:
             raise ContractError(f"outputs[{i}]: {exc}") from None
+    for i, cp in enumerate(contract.checkpoints):
+        if not cp.path or not cp.url or not isinstance(cp.every, (int, float)) or cp.every <= 0:
+            raise ContractError(f"checkpoints[{i}]: expected a path, a url and every > 0 seconds")
+        try:
+            compile_regex(cp.regex)
+        except ContractError as exc:
+            raise ContractError(f"checkpoints[{i}]: {exc}") from None
 
 
 def compile_regex(pattern: str | None) -> re.Pattern[str] | None:

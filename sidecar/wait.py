@@ -130,8 +130,10 @@ def exit_code_or_none(run: RunDir) -> int | None:
 
 
 def wait_for_task(run: RunDir, options: WaitOptions, clock: Callable[[], float] = time.monotonic,
-                  sleep: Callable[[float], None] = time.sleep) -> int | None:
-    """Block until the task has ended; returns its exit code (None: ended, code unknown)."""
+                  sleep: Callable[[float], None] = time.sleep,
+                  on_poll: Callable[[], None] | None = None) -> int | None:
+    """Block until the task has ended; returns its exit code (None: ended, code unknown). ``on_poll``
+    runs after each look that did not find the end (the periodic checkpoints)."""
     path = run.status(EXIT_CODE_FILE)
     limit = f"at most {format_seconds(options.timeout)}" if options.timeout > 0 else "no time limit"
     say(f"waiting for the task's exit code in {path} (the task to finish; {limit}, "
@@ -157,6 +159,8 @@ def wait_for_task(run: RunDir, options: WaitOptions, clock: Callable[[], float] 
         if deadline is not None and now >= deadline:
             raise DataError(f"the task's exit code did not appear within {format_seconds(options.timeout)}; "
                             "outputs not uploaded")
+        if on_poll is not None:
+            on_poll()
         if now >= next_note:
             say(f"still waiting for the task to finish ({_elapsed(now - start)} so far)")
             next_note += NOTE_EVERY

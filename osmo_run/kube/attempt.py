@@ -28,9 +28,11 @@ container; SIGKILL after the grace period), so the sidecar container still uploa
 wrote. If the task container still runs ``KILL_SLACK`` s after the SIGKILL (or after a signal that
 could not be delivered), the pod is deleted instead.
 
-Each container's termination message (``FallbackToLogsOnError``: the end of its log) gives the
-reason. When the attempt ends, the logs of its containers are appended to the task log, so
-``osmo workflow logs`` reads them after the pod is gone.
+The sidecar containers' termination messages are their ``DataStatus`` (``--status-message``): the
+dataset versions read and written (recorded per attempt, for ``osmo workflow query``) and the reason of a
+failure; any other container's (``FallbackToLogsOnError``: the end of its log) gives the reason. When the
+attempt ends, the logs of its containers are appended to the task log, the task's credential values
+masked, so ``osmo workflow logs`` reads them after the pod is gone.
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ from datetime import datetime
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from osmo_run.contract import INPUT_FAILED, OUTPUT_FAILED
+from osmo_run.contract import INPUT_FAILED, OUTPUT_FAILED, DataStatus
 from osmo_run.kube.objects import INIT_CONTAINER, SIDECAR_CONTAINER, TASK_CONTAINER
 from osmo_run.local import logs
 from osmo_run.local.attempt import NO_UPLOAD, Outcome
+from osmo_run.local.logmask import text_masker
 from osmo_run.local.statuses import START_FAILED, highest_code
 
 START_ERRORS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
@@ -87,10 +90,13 @@ def _last_line(text: str | None) -> str:
 
 
 class KubeAttempt:
-    def __init__(self, *, kube, task: str, number: int, index: int, pod: str, log_path: str, record) -> None:
+    def __init__(self, *, kube, task: str, number: int, index: int, pod: str, log_path: str, record,
+                 secrets: tuple[str, ...] = ()) -> None:
         self.kube = kube  # KubeContext: api, pool, watcher, grace, exec
         self.task, self.number, self.index, self.pod = task, number, index, pod
         self.log_path, self.record = log_path, record
+        self.mask = text_masker(secrets)
+        self._reported: set[str] = set()  # the sidecar containers whose status was read
         self.phase = "PENDING"
         self.outcome = Outcome()
         self.pids: list[int] = []
@@ -175,8 +181,10 @@ class KubeAttempt:
                 self._finish()
                 return
         done_init = init.get("terminated")
+        read = self._data_status(INIT_CONTAINER, done_init)
         if done_init and done_init.get("exitCode", 0) != 0:
-            why = _last_line(done_init.get("message")) or f"exit code {done_init.get('exitCode')}"
+            why = (read.message if read else _last_line(done_init.get("message"))) \
+                or f"exit code {done_init.get('exitCode')}"
             self._data_failed(INPUT_FAILED, "download", why)
             self._finish()
             return
@@ -192,9 +200,11 @@ class KubeAttempt:
                         command_ended_at=max(_epoch(ended.get("finishedAt")) or time.time(), self._go_sent))
             self.phase = "UPLOADING"
         uploaded = sidecar.get("terminated")
+        written = self._data_status(SIDECAR_CONTAINER, uploaded)
         if ended and uploaded:
             if uploaded.get("exitCode", 0) != 0:
-                why = _last_line(uploaded.get("message")) or f"exit code {uploaded.get('exitCode')}"
+                why = (written.message if written else _last_line(uploaded.get("message"))) \
+                    or f"exit code {uploaded.get('exitCode')}"
                 self._data_failed(OUTPUT_FAILED, "upload", why)
             self._finish()
             return
@@ -204,6 +214,18 @@ class KubeAttempt:
             self._fail_start(f"the pod {phase.lower()} before its task ran: "
                              f"{status.get('reason') or ''} {status.get('message') or ''}".strip())
             self._finish()
+
+    def _data_status(self, container: str, terminated: dict | None) -> DataStatus | None:
+        """The ``DataStatus`` a sidecar container ended with (its termination message); the datasets it
+        read or wrote are recorded the first time it is seen."""
+        status = DataStatus.from_message((terminated or {}).get("message"))
+        if status is None or container in self._reported:
+            return status
+        self._reported.add(container)
+        key = "datasets_read" if container == INIT_CONTAINER else "datasets_written"
+        setattr(self.outcome, key, [dict(d) for d in status.datasets])
+        self.record(**{key: getattr(self.outcome, key)})
+        return status
 
     def _fail_start(self, reason: str) -> None:
         self.outcome.code, self.outcome.start_failed = START_FAILED, True
@@ -240,6 +262,7 @@ class KubeAttempt:
             if not text:
                 continue
             logs.note(self.log_path, f"--- pod {self.pod}, container {container} ---")
+            text = self.mask(text)
             fd = logs.open_for_append(self.log_path)
             try:
                 os.write(fd, (text if text.endswith("\n") else text + "\n").encode("utf-8", errors="replace"))

@@ -21,27 +21,35 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 import time
 from dataclasses import dataclass
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from osmo_run.contract import TaskContract
+from osmo_run.contract import CheckpointSpec, TaskContract
 from osmo_run.kube.apply import create
 from osmo_run.kube.attempt import KubeAttempt
-from osmo_run.kube.objects import (DATA_DIR, TaskPod, headless_service, host_name, names, pod_group, pod_name,
-                                   task_pod, task_secret)
+from osmo_run.kube.objects import (DATA_DIR, TaskPod, checkpoint_source, headless_service, host_name, names,
+                                   pod_group, pod_name, task_pod, task_secret)
 from osmo_run.kube.pool import KubePool
+from osmo_run.kube.volumes import host_mounts
 from osmo_run.local import logs
 from osmo_run.local.context import RunContext
+from osmo_run.local.credentials import TaskCredentials
 from osmo_run.local.group_run import FailedAttempt, GroupRun
 from osmo_run.local.prepare import contract_inputs, contract_outputs
 from osmo_run.local.statuses import GroupStatus, TaskStatus
-from osmo_run.spec import SpecError, substitute_task
+from osmo_run.spec import TASK_WORK, SpecError, substitute_task
 
 
 HEAD_START_SLACK = 5.0  # seconds past the head start the others wait for the lead's go to be delivered
+
+
+def _folder(path: str) -> str:
+    """A task's folder as an absolute, normalised path (a relative one is below the work folder)."""
+    return "/" + posixpath.normpath(posixpath.join(TASK_WORK, path)).lstrip("/")
 
 
 @dataclass
@@ -102,7 +110,7 @@ class KubeGroupRun(GroupRun):
             pod = self._task_pod(tr, done)
             create(self.kube.api, task_secret(ctx.workflow_id, self.group.name, pod, pool))
             create(self.kube.api, task_pod(ctx.workflow_id, self.group.name, pod, pool))
-        except (SpecError, ValueError) as exc:
+        except (SpecError, ValueError) as exc:  # VolumeMountError too
             reason = str(exc)
         except ApiException as exc:
             reason = f"pod {name}: {_api_error(exc)}"
@@ -113,32 +121,42 @@ class KubeGroupRun(GroupRun):
             logs.note(log, "\n".join(notes + [f"the task could not be started: {reason}"]))
             tr.attempt = FailedAttempt(tr.number, reason)
             return
-        for flag, text in ((task.credentials, "credentials"), (task.volume_mounts, "volumeMounts"),
-                           (task.checkpoints, "checkpoint")):
-            if flag:
-                notes.append(f"{text}: not supported by the Kubernetes runner yet; ignored")
+        notes += self._credentials(task.name).notes
+        notes += [f"volumeMounts: host {m} mounted" for m in task.volume_mounts]
+        notes += [f"checkpoint: {c.path} copied to {c.url} every {c.frequency}" for c in done.checkpoints]
         logs.note(log, "\n".join(notes))
         tr.attempt = KubeAttempt(kube=self.kube, task=task.name, number=tr.number, index=tr.index, pod=name,
-                                 log_path=log, record=ctx.record_attempt(task.name, tr.number))
+                                 log_path=log, record=ctx.record_attempt(task.name, tr.number),
+                                 secrets=self._credentials(task.name).secrets)
         self.batch.append(tr.attempt)
         ctx.state.update_task(ctx.workflow_id, task.name, status=TaskStatus.INITIALIZING, attempts=tr.number,
                               host=self.hosts[task.name], **({"started_at": time.time()} if tr.number == 1 else {}))
 
+    def _credentials(self, task: str) -> TaskCredentials:
+        return self.ctx.credentials.get(task) or TaskCredentials({}, (), (), ())
+
     def _task_pod(self, tr, done) -> TaskPod:
         ctx = self.ctx
+        shared: list[str] = []  # checkpoint folders outside /osmo/data, shared with the sidecar container
+        checkpoints = tuple(CheckpointSpec(checkpoint_source(_folder(c.path), shared), c.url,
+                                           float(c.frequency.seconds), c.regex) for c in done.checkpoints)
+        creds = self._credentials(done.name)
         contract = TaskContract(
             workflow_id=ctx.workflow_id, task=done.name, group=self.group.name, attempt=tr.number,
             store=self.kube.pool.store or ctx.store, data_dir=DATA_DIR,
             inputs=contract_inputs(ctx.workflow_id, done, ctx.output_versions),
             outputs=contract_outputs(ctx.workflow_id, done),
             metadata={"workflow_id": ctx.workflow_id, "task": done.name, "group": self.group.name,
-                      "attempt": str(tr.number)})
+                      "attempt": str(tr.number)},
+            checkpoints=checkpoints)
         res = ctx.workflow.resources_for(done)
         return TaskPod(name=done.name, image=done.image, argv=[*done.command, *done.args],
                        env=dict(done.environment), contract_json=json.dumps(contract.to_json()), attempt=tr.number,
                        files=[(f.path, f.data()) for f in done.files], cpu=res.cpu, memory=res.memory, gpu=res.gpu,
                        storage=res.storage, platform=res.platform, privileged=bool(done.privileged),
-                       host_network=bool(done.host_network))
+                       host_network=bool(done.host_network), credential_env=dict(creds.env),
+                       credential_files=[(f.path, f.value) for f in creds.files], checkpoint_dirs=shared,
+                       host_mounts=[(m.host, m.container) for m in host_mounts(done, self.kube.pool)])
 
     def _launch(self, batch: list, now: float) -> None:
         """Say go to the tasks of ``batch`` whose inputs are in: the lead first (see the module docstring)."""

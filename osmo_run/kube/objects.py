@@ -12,8 +12,16 @@ contract ``task.json`` and its ``files:``) and a Pod:
   through ``pods/exec``, ``podexec.py``), runs the command, passes SIGTERM on to every process of the
   container, and writes the command's exit code to ``/osmo/run/status/exit_code``; the run
   directory's ``data`` is mounted at ``/osmo/data``;
-- container ``osmo-sidecar``: ``osmo-sidecar upload --wait`` waits for that file, uploads
-  ``/osmo/data/output`` and exits with the data exit code of docs/SIDECAR.md.
+- container ``osmo-sidecar``: ``osmo-sidecar upload --wait`` waits for that file (copying the task's
+  ``checkpoint:`` folders meanwhile), uploads ``/osmo/data/output`` and exits with the data exit code of
+  docs/SIDECAR.md.
+
+Both sidecar containers write their status (code, message, the dataset versions read or written) as
+their termination message (``--status-message``), which the runner reads from the pod's status. The
+task's credentials are keys of its Secret (``cred-env-VAR``, ``cred-file-N``), given to the task
+container as ``secretKeyRef`` variables or as files of a Secret volume (mode 0400); a checkpoint folder
+outside ``/osmo/data`` is an emptyDir shared with the sidecar container (``/osmo/checkpoint/N``); host
+folders (``volumeMounts``, allowed by the pool: ``volumes.py``) are hostPath volumes.
 
 ``restartPolicy: Never``; nothing needs Kubernetes newer than 1.20. Every object carries the labels
 ``osmo.workflow``, ``osmo.group`` and ``osmo.task`` (``LABEL_*``), so a workflow's objects can be
@@ -38,6 +46,10 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "osmo"}
 RUN_DIR = "/osmo/run"
 DATA_DIR = "/osmo/data"
 CONTRACT_DIR = "/osmo/contract"
+CHECKPOINT_DIR = "/osmo/checkpoint"  # in the sidecar container: /osmo/checkpoint/N
+TERMINATION_LOG = "/dev/termination-log"
+CREDENTIAL_PREFIX = "cred-"
+CREDENTIAL_FILE_MODE = 0o400
 EXIT_CODE = f"{RUN_DIR}/status/exit_code"
 GO_FILE = f"{RUN_DIR}/status/go"
 TASK_CONTAINER = "task"
@@ -99,6 +111,27 @@ class TaskPod:
     platform: str | None = None
     privileged: bool = False
     host_network: bool = False
+    credential_env: dict[str, str] = field(default_factory=dict)  # variable -> value (a Secret key each)
+    credential_files: list[tuple[str, str]] = field(default_factory=list)  # (absolute path, value)
+    checkpoint_dirs: list[str] = field(default_factory=list)  # task-side folders shared with the sidecar
+    host_mounts: list[tuple[str, str]] = field(default_factory=list)  # (host path, container path)
+
+
+def checkpoint_source(path: str, shared: list[str]) -> str:
+    """Where the sidecar container sees the task's checkpoint folder ``path`` (absolute, normalised): below
+    the run directory (relative) when it is in ``/osmo/data``, else in an emptyDir shared by both
+    containers (``path`` is appended to ``shared``)."""
+    if path == DATA_DIR or path.startswith(DATA_DIR + "/"):
+        return "data" + path[len(DATA_DIR):]
+    if path not in shared:
+        shared.append(path)
+    return f"{CHECKPOINT_DIR}/{shared.index(path)}"
+
+
+def credential_values(secret_data: dict[str, str] | None) -> list[str]:
+    """The credential values of a task Secret's ``data`` (base64, as the API returns it)."""
+    return [base64.b64decode(v).decode("utf-8", errors="replace") for k, v in (secret_data or {}).items()
+            if k.startswith(CREDENTIAL_PREFIX)]
 
 
 def names(workflow_id: str, group: str) -> dict[str, str]:
@@ -160,6 +193,10 @@ def task_secret(workflow_id: str, group: str, task: TaskPod, pool: KubePool) -> 
     data = {"task.json": base64.b64encode(task.contract_json.encode()).decode()}
     for i, (_, content) in enumerate(task.files):
         data[f"file-{i}"] = base64.b64encode(content).decode()
+    for variable, value in task.credential_env.items():
+        data[f"{CREDENTIAL_PREFIX}env-{variable}"] = base64.b64encode(value.encode()).decode()
+    for i, (_, value) in enumerate(task.credential_files):
+        data[f"{CREDENTIAL_PREFIX}file-{i}"] = base64.b64encode(value.encode()).decode()
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": _meta(pod_name(workflow_id, task.name, task.attempt), pool.namespace,
                               labels(workflow_id, group, task.name, task.attempt)),
@@ -189,7 +226,7 @@ def _resources(task: TaskPod, pool: KubePool) -> dict:
 
 
 def task_pod(workflow_id: str, group: str, task: TaskPod, pool: KubePool) -> dict:
-    name = pod_name(workflow_id, task.name, task.attempt)
+    name = secret = pod_name(workflow_id, task.name, task.attempt)
     lbls = labels(workflow_id, group, task.name, task.attempt)
     annotations: dict[str, str] = {}
     _, scheduler_name, link = SCHEDULERS[pool.scheduler]
@@ -205,20 +242,29 @@ def task_pod(workflow_id: str, group: str, task: TaskPod, pool: KubePool) -> dic
             "command": ["/bin/sh", "-c", f"mkdir -p {RUN_DIR}/status {RUN_DIR}/data/output"
                         f" && chmod 0777 {RUN_DIR}/status {RUN_DIR}/data {RUN_DIR}/data/output"
                         f" && cp {CONTRACT_DIR}/task.json {RUN_DIR}/task.json"
-                        f" && exec osmo-sidecar download --run-dir {RUN_DIR}"],
+                        f" && exec osmo-sidecar download --run-dir {RUN_DIR} --status-message {TERMINATION_LOG}"],
             "volumeMounts": [run_mount, {"name": "osmo-contract", "mountPath": CONTRACT_DIR, "readOnly": True}]}
     sidecar = {"name": SIDECAR_CONTAINER, "image": pool.sidecar_image,
-               "command": ["osmo-sidecar", "upload", "--run-dir", RUN_DIR, "--wait"], "volumeMounts": [run_mount]}
+               "command": ["osmo-sidecar", "upload", "--run-dir", RUN_DIR, "--wait",
+                           "--status-message", TERMINATION_LOG],
+               "volumeMounts": [run_mount] + [{"name": f"osmo-checkpoint-{i}", "mountPath": f"{CHECKPOINT_DIR}/{i}",
+                                               "readOnly": True} for i in range(len(task.checkpoint_dirs))]}
     for c in (init, sidecar):
         if store_env:
             c["envFrom"] = store_env
     main: dict[str, Any] = {
         "name": TASK_CONTAINER, "image": task.image,
         "command": ["/bin/sh", "-c", WRAPPER, "osmo-task", *task.argv],
-        "env": [{"name": k, "value": v} for k, v in sorted(task.env.items())],
+        "env": [{"name": k, "value": v} for k, v in sorted(task.env.items())]
+        + [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": f"{CREDENTIAL_PREFIX}env-{k}"}}}
+           for k in sorted(task.credential_env)],
         "volumeMounts": [run_mount, {"name": "osmo-run", "mountPath": DATA_DIR, "subPath": "data"}]
         + [{"name": "osmo-files", "mountPath": path, "subPath": f"file-{i}", "readOnly": True}
-           for i, (path, _) in enumerate(task.files)],
+           for i, (path, _) in enumerate(task.files)]
+        + [{"name": "osmo-credentials", "mountPath": path, "subPath": f"{CREDENTIAL_PREFIX}file-{i}", "readOnly": True}
+           for i, (path, _) in enumerate(task.credential_files)]
+        + [{"name": f"osmo-checkpoint-{i}", "mountPath": path} for i, path in enumerate(task.checkpoint_dirs)]
+        + [{"name": f"osmo-host-{i}", "mountPath": container} for i, (_, container) in enumerate(task.host_mounts)],
     }
     for c in (init, main, sidecar):  # a failing container's last log lines become its termination message
         c["terminationMessagePolicy"] = "FallbackToLogsOnError"
@@ -229,7 +275,6 @@ def task_pod(workflow_id: str, group: str, task: TaskPod, pool: KubePool) -> dic
         main["resources"] = resources
     if task.privileged:
         main["securityContext"] = {"privileged": True}
-    secret = pod_name(workflow_id, task.name, task.attempt)
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "hostname": host_name(task.name), "subdomain": names(workflow_id, group)["service"],
@@ -237,8 +282,19 @@ def task_pod(workflow_id: str, group: str, task: TaskPod, pool: KubePool) -> dic
         "volumes": [{"name": "osmo-run", "emptyDir": {}},
                     {"name": "osmo-contract",
                      "secret": {"secretName": secret, "items": [{"key": "task.json", "path": "task.json"}]}},
-                    {"name": "osmo-files", "secret": {"secretName": secret, "defaultMode": 0o755}}],
+                    {"name": "osmo-files", "secret": {
+                        "secretName": secret, "defaultMode": 0o755,  # only the files: (never the credentials)
+                        "items": [{"key": f"file-{i}", "path": f"file-{i}"} for i in range(len(task.files))]
+                        or [{"key": "task.json", "path": "task.json"}]}}],
     }
+    if task.credential_files:
+        spec["volumes"].append({"name": "osmo-credentials", "secret": {
+            "secretName": secret, "defaultMode": CREDENTIAL_FILE_MODE,
+            "items": [{"key": f"{CREDENTIAL_PREFIX}file-{i}", "path": f"{CREDENTIAL_PREFIX}file-{i}"}
+                      for i in range(len(task.credential_files))]}})
+    spec["volumes"] += [{"name": f"osmo-checkpoint-{i}", "emptyDir": {}} for i in range(len(task.checkpoint_dirs))]
+    spec["volumes"] += [{"name": f"osmo-host-{i}", "hostPath": {"path": host}}
+                        for i, (host, _) in enumerate(task.host_mounts)]
     if scheduler_name:
         spec["schedulerName"] = pool.scheduler_name or scheduler_name
     if pool.service_account:

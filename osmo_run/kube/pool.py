@@ -15,6 +15,7 @@ names the file)::
       service_account: osmo-task
       image_pull_policy: IfNotPresent   # Always | IfNotPresent | Never (default: the cluster's rule)
       request_fraction: {cpu: 0.1}  # pods request this fraction of the cpu/memory a task asks for
+      host_paths: [/data, /mnt/shared]  # volumeMounts may mount these host folders (and below); default none
       platforms:                    # spec resources.platform -> placement
         ovx-a40:
           node_selector: {nvidia.com/gpu.product: NVIDIA-A40}
@@ -26,12 +27,13 @@ tasks that each ask for a whole CPU. The limits stay what the task asks for. Eve
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
 SCHEDULER_KINDS = ("kai", "volcano", "coscheduling", "none")
 KEYS = {"context", "namespace", "scheduler", "scheduler_name", "queue", "sidecar_image", "store", "store_secret",
-        "service_account", "image_pull_policy", "request_fraction", "platforms"}
+        "service_account", "image_pull_policy", "request_fraction", "platforms", "host_paths"}
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 FRACTION_KEYS = ("cpu", "memory")
 
@@ -60,6 +62,7 @@ class KubePool:
     image_pull_policy: str | None = None
     request_fraction: dict[str, float] = field(default_factory=dict)
     platforms: dict[str, Placement] = field(default_factory=dict)
+    host_paths: tuple[str, ...] = ()  # absolute, normalised prefixes volumeMounts may use
 
 
 def _str(where: str, value: Any) -> str:
@@ -78,7 +81,7 @@ def parse_pool(raw: Any) -> KubePool:
     if unknown:
         raise PoolConfigError(f"kubernetes.{unknown[0]}: unknown field (known: {', '.join(sorted(KEYS))})")
     values: dict[str, Any] = {k: _str(k, v) for k, v in raw.items()
-                              if k not in ("platforms", "request_fraction") and v is not None}
+                              if k not in ("platforms", "request_fraction", "host_paths") and v is not None}
     if values.get("scheduler", "none") not in SCHEDULER_KINDS:
         raise PoolConfigError(f"kubernetes.scheduler: expected one of {', '.join(SCHEDULER_KINDS)}, "
                               f"got {values['scheduler']!r}")
@@ -86,6 +89,7 @@ def parse_pool(raw: Any) -> KubePool:
         raise PoolConfigError(f"kubernetes.image_pull_policy: expected one of {', '.join(PULL_POLICIES)}, "
                               f"got {values['image_pull_policy']!r}")
     values["request_fraction"] = _fractions(raw.get("request_fraction"))
+    values["host_paths"] = _host_paths(raw.get("host_paths"))
     platforms = {}
     for name, entry in (raw.get("platforms") or {}).items():
         where = f"platforms.{name}"
@@ -113,3 +117,18 @@ def _fractions(raw: Any) -> dict[str, float]:
                                   f"got {value!r}")
         out[key] = float(value)
     return out
+
+
+def _host_paths(raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise PoolConfigError("kubernetes.host_paths: expected a list of absolute host folders")
+    out = []
+    for i, value in enumerate(raw):
+        if not isinstance(value, str) or not value.startswith("/") or "\0" in value \
+                or ".." in value.split("/"):
+            raise PoolConfigError(f"kubernetes.host_paths[{i}]: expected an absolute host folder without '..', "
+                                  f"got {value!r}")
+        out.append(posixpath.normpath(value).replace("//", "/"))
+    return tuple(out)

@@ -24,6 +24,7 @@ from osmo_run.kube.pool import PoolConfigError, parse_pool
 from osmo_run.kube.watch import PodWatcher
 from osmo_run.local import supervisor as local
 from osmo_run.local.context import RunContext
+from osmo_run.local.credentials import resolve_workflow
 from osmo_run.local.errors import RunnerError
 from osmo_run.local.isolation import Isolation
 from osmo_run.local.settings import Settings
@@ -60,6 +61,8 @@ class KubeSupervisor(local.Supervisor):
             pool = parse_pool(settings.kubernetes)
         except PoolConfigError as exc:
             raise RunnerError(str(exc)) from None
+        # the values (from the submitting environment it inherited) go into each attempt's Secret only
+        credentials = resolve_workflow(workflow, settings.credentials, config=settings.source)
         api = api_client(pool.context)
         watcher = PodWatcher(api, pool.namespace, f"{LABEL_WORKFLOW}={label_value(self.id)}",
                              on_event=lambda line: print(f"workflow {self.id}: {line}", flush=True)).start()
@@ -72,7 +75,8 @@ class KubeSupervisor(local.Supervisor):
         self.state.update_workflow(self.id, isolation=f"kubernetes: namespace {pool.namespace}, "
                                                       f"scheduler {pool.scheduler}")
         self.dag = Dag.from_workflow(workflow)
-        return RunContext(self.id, workflow, self.state, self.paths, settings, isolation, None, self.row["store"])
+        return RunContext(self.id, workflow, self.state, self.paths, settings, isolation, None, self.row["store"],
+                          credentials=credentials)
 
     def _admit(self, group) -> KubeGroupRun:
         return KubeGroupRun(self.ctx, group, self.kube)
