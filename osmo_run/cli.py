@@ -8,8 +8,8 @@ for an unknown workflow or task (with the closest names), 4 for a conflict (canc
 workflow), 5 when the store cannot be used, 1 when ``submit --wait`` saw the workflow fail, 70 for an
 internal error. With ``--json`` on the command line the error is one JSON object on stderr instead:
 ``error``, ``code``, ``exit`` and what it names (``workflow``, ``task``; ``file``, ``line``, ``field``
-of a spec). The group is registered into the ``osmo`` command by the CLI's entry point; tests may
-drive it directly.
+of a spec). The groups (``workflow``; ``pool list`` and ``resource list``, osmo_run/resources.py) are
+registered into the ``osmo`` command by the CLI's entry point; tests may drive them directly.
 """
 
 from __future__ import annotations
@@ -247,3 +247,35 @@ def spec(workflow_id: str) -> None:
     """Print the rendered spec a workflow was submitted with."""
     text = service.spec(workflow_id)
     click.echo(text, nl=not text.endswith("\n"))
+
+
+@click.group("pool", cls=WorkflowGroup)
+def pool() -> None:
+    """The pools workflows run in: this machine, and the cluster of the pool config's kubernetes: section."""
+
+
+@pool.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the pools as JSON.")
+def pool_list(as_json: bool) -> None:
+    """List the pools: platforms, and free/total CPU, memory and GPUs."""
+    from osmo_run import resources
+
+    items = resources.pool_listing()
+    click.echo(json.dumps(items, indent=2) if as_json else resources.render_pools(items))
+
+
+@click.group("resource", cls=WorkflowGroup)
+def resource() -> None:
+    """What the pools have, what is used and free, and which workflows hold it."""
+
+
+@resource.command("list")
+@click.option("--pool", "pool_name", metavar="POOL", help="Only this pool (see 'osmo pool list').")
+@click.option("--json", "as_json", is_flag=True, help="Print the resources as JSON.")
+def resource_list(pool_name: str | None, as_json: bool) -> None:
+    """Per node and platform: capacity, used and free CPU, memory, GPU and storage, each GPU and who holds
+    it (workflow/task), and every workflow group that holds a share."""
+    from osmo_run import resources
+
+    items = resources.reports(pool_name)
+    click.echo(json.dumps(items, indent=2) if as_json else resources.render_resources(items))

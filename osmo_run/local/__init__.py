@@ -10,6 +10,9 @@ is done by the sidecar, run as a subprocess around each task exactly as a pod wo
 ``procs``       process identity (pid + start time + boot id), process trees, prctl helpers
 ``settings``    the local pool config file (capacity, platforms, isolation, grace period, retries)
 ``pool``        machine capacity, resource requests and gang admission (a ledger in the database)
+``gpus``        this machine's GPUs (nvidia-smi), picking GPUs for a gang, telling a task its GPUs
+``holdings``    who holds what in the ledger (live rows only), and why a group must wait
+``resources``   the local pool's report for ``osmo resource list`` / ``osmo pool list``
 ``isolation``   can tasks get Linux namespaces here? the per-group network hub
 ``taskinit``    the small "pod init" each task command runs under (namespaces, mounts, files, signals)
 ``engine``      is a container engine (Podman, Docker) usable here, and what it can enforce

@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS allocations (
     pid INTEGER NOT NULL, pid_start INTEGER NOT NULL, boot TEXT NOT NULL, granted_at REAL NOT NULL,
     PRIMARY KEY (workflow_id, group_name)
 );
+CREATE TABLE IF NOT EXISTS gpu_assignments (
+    gpu_index INTEGER PRIMARY KEY, uuid TEXT NOT NULL,
+    workflow_id TEXT NOT NULL, group_name TEXT NOT NULL, task TEXT NOT NULL, granted_at REAL NOT NULL
+);
 """
 
 

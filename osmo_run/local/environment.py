@@ -8,6 +8,8 @@ A task sees exactly (later lines win):
   ``~`` (``~/.aws``, ``~/.cache``) see the task's own folder, never the submitting user's home;
 - ``LANG=C.UTF-8``; ``HOSTNAME``: the task's hostname;
 - OSMO's variables: ``OSMO_WORKFLOW_ID``, ``OSMO_GROUP_NAME``, ``OSMO_TASK_NAME``, ``OSMO_ATTEMPT``;
+- host processes on a pool with GPUs: ``NVIDIA_VISIBLE_DEVICES`` and ``CUDA_VISIBLE_DEVICES``, the
+  UUIDs of the GPUs assigned to the task (``gpus.host_environment``; none visible if it has none);
 - the spec's ``environment:``;
 - the variables of the task's ``credentials:`` (``credentials.py``; a name also in ``environment:``
   is refused at submit).
@@ -28,7 +30,7 @@ LANG = "C.UTF-8"
 
 def task_environment(*, workflow_id: str, group: str, task: str, attempt: int, home: str, hostname: str,
                      spec: Mapping[str, str], credentials: Mapping[str, str],
-                     host: Mapping[str, str] | None = None) -> dict[str, str]:
+                     host: Mapping[str, str] | None = None, gpus: Mapping[str, str] | None = None) -> dict[str, str]:
     """The command's whole environment (see the module docstring); ``host``: the submitting
     environment (default: this process's, which the supervisor inherited from ``submit``)."""
     host = os.environ if host is None else host
@@ -42,6 +44,7 @@ def task_environment(*, workflow_id: str, group: str, task: str, attempt: int, h
         "OSMO_TASK_NAME": task,
         "OSMO_ATTEMPT": str(attempt),
     }
+    env.update(gpus or {})
     env.update(spec)
     env.update(credentials)
     return env

@@ -127,7 +127,8 @@ class GroupRun:
                                 versions=ctx.output_versions, store=ctx.store, grace=ctx.settings.grace_period,
                                 parent=ctx.pid, credentials=ctx.credentials.get(task.name),
                                 engine=ctx.engine, network_name=self.engine_network.name if self.engine_network else None,
-                                capacity=ctx.capacity)
+                                capacity=ctx.capacity,
+                                gpus=None if self.plan.gpus is None else self.plan.gpus.get(task.name, ()))
         except (SpecError, OSError) as exc:
             logs.note(log, "\n".join(notes + [f"the task could not be prepared: {exc}"]))
             tr.attempt = FailedAttempt(tr.number, str(exc))

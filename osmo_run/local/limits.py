@@ -10,7 +10,9 @@ and what is not:
   kernel and ends with 137, as a pod over its memory limit is OOMKilled;
 - storage -> ``--storage-opt size=N``, only where the engine's image store is on xfs (the overlay
   driver limits a container's size with xfs project quotas, nowhere else);
-- gpu: counted by the pool, not yet assigned (every GPU stays visible).
+- gpu: the GPUs the pool assigned to the task (``gpus``, ``pool.Ledger``) -> Podman's CDI devices
+  ``--device nvidia.com/gpu=<index>`` or Docker's ``--gpus "device=<uuid>"`` (``gpus.engine_options``);
+  needs no cgroup controller.
 
 A limit needs the engine's cgroup controller (``Engine.controllers``): rootless Podman on cgroup v1
 has none, so nothing is enforced there, and the log says so. Host processes (no engine) get cgroup
@@ -19,10 +21,11 @@ limits from ``cgroups``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from osmo_run.local.engine import Engine
+from osmo_run.local.gpus import Gpu, engine_options
 from osmo_run.local.settings import Capacity
 
 GiB, MiB = 2**30, 2**20
@@ -42,6 +45,10 @@ class TaskLimits:
     memory: int | None = None  # bytes
     storage: int | None = None  # bytes
     gpu: int | None = None  # count
+    gpus: tuple[Gpu, ...] = ()  # the GPUs assigned to the task (by the pool, at admission)
+
+    def with_gpus(self, gpus: tuple[Gpu, ...]) -> "TaskLimits":
+        return replace(self, gpus=tuple(gpus))
 
     @classmethod
     def of(cls, resources, capacity: Capacity | None) -> "TaskLimits":
@@ -61,11 +68,22 @@ class TaskLimits:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any] | None) -> "TaskLimits":
-        return cls(**{k: v for k, v in (raw or {}).items() if k in cls.__dataclass_fields__})
+        raw = {k: v for k, v in (raw or {}).items() if k in cls.__dataclass_fields__}
+        raw["gpus"] = tuple(Gpu.from_json(g) for g in raw.get("gpus") or ())
+        return cls(**raw)
 
 
 def container_args(limits: TaskLimits, engine: Engine) -> tuple[list[str], list[str]]:
-    """The engine's options for ``limits`` and the task log's lines about them."""
+    """The engine's options for ``limits`` (and the task's GPUs) and the task log's lines about them."""
+    args, notes = _limit_args(limits, engine)
+    if limits.gpus:
+        options = engine_options(engine.kind, limits.gpus)
+        args += options
+        notes.append(f"gpu: {', '.join(g.describe() for g in limits.gpus)} ({' '.join(options)})")
+    return args, notes
+
+
+def _limit_args(limits: TaskLimits, engine: Engine) -> tuple[list[str], list[str]]:
     kind, controllers = engine.kind, engine.controllers
     if not limits.asked:
         return [], ["limits: none (the task asks for no cpu, memory or storage)"]

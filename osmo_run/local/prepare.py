@@ -32,6 +32,7 @@ from osmo_run.local.credentials import TaskCredentials
 from osmo_run.local.engine import Engine, EngineChoice
 from osmo_run.local.engineplan import plan_container
 from osmo_run.local.environment import task_environment
+from osmo_run.local.gpus import Gpu, host_environment
 from osmo_run.local.isolation import HOST_LOOPBACK, Isolation
 from osmo_run.local.limits import TaskLimits
 from osmo_run.local.settings import Capacity
@@ -186,11 +187,13 @@ def plan_attempt(*, workflow_id: str, workflow: Workflow, group, task, attempt: 
                  isolation: Isolation, group_network: bool, hosts: dict[str, str],
                  versions: dict[str, int | None], store: str | None, grace: float,
                  parent: int, credentials: TaskCredentials | None = None, engine: EngineChoice | None = None,
-                 network_name: str | None = None, capacity: Capacity | None = None) -> AttemptPlan:
+                 network_name: str | None = None, capacity: Capacity | None = None,
+                 gpus: tuple[Gpu, ...] | None = None) -> AttemptPlan:
     """Create the run directory and everything the attempt needs (raises ``SpecError`` when a
     token cannot be substituted or a ``files:`` path, tokens replaced, may not be written). With a
     container ``engine`` the command runs in the task's image (``engineplan``) on the group's
-    ``network_name`` (None: the host's network)."""
+    ``network_name`` (None: the host's network). ``gpus``: the GPUs the pool assigned to the task
+    (None: the pool does not assign GPUs)."""
     run = RunDir(run_root)
     for folder in (run.output_dir, os.path.dirname(run.status("x")), os.path.join(run_root, "work"),
                    os.path.join(run_root, "runner")):
@@ -215,11 +218,12 @@ def plan_attempt(*, workflow_id: str, workflow: Workflow, group, task, attempt: 
     env = task_environment(workflow_id=workflow_id, group=group.name, task=task.name, attempt=attempt,
                            home=TASK_WORK if isolated else os.path.join(run_root, "work"),
                            hostname=hostname(task.name) if isolated else socket.gethostname(),
-                           spec=done.environment, credentials=creds.env)
+                           spec=done.environment, credentials=creds.env,
+                           gpus=host_environment(gpus, True) if gpus is not None and container is None else None)
     files = [{"view": path, "data": base64.b64encode(f.data()).decode(), "mode": 0o755, "text": not f.base64}
              for path, f in zip(_file_paths(done), done.files)]
     files += _credential_files(creds, [f["view"] for f in files])
-    limits = TaskLimits.of(workflow.resources_for(task), capacity)
+    limits = TaskLimits.of(workflow.resources_for(task), capacity).with_gpus(gpus or ())
     if container is not None:
         return _container_plan(container, run, contract, done, group=group.name, attempt=attempt, env=env,
                                files=files, creds=creds, limits=limits, hosts=task_hosts if group_network else {},
@@ -237,6 +241,9 @@ def plan_attempt(*, workflow_id: str, workflow: Workflow, group, task, attempt: 
     else:
         cwd = os.path.join(run_root, "work")
         notes.extend(_remap_files(files, os.path.join(run_root, "files"), run.data, cwd, argv, env))
+    if gpus is not None:
+        notes.append(f"gpu: {', '.join(g.describe() for g in gpus)}: NVIDIA_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES "
+                     f"name them" if gpus else "gpu: none assigned: NVIDIA_VISIBLE_DEVICES=void, CUDA_VISIBLE_DEVICES=")
     notes.extend(creds.notes)
     notes.extend(_ignored(task))
     hosts_file = None

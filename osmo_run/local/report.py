@@ -53,6 +53,8 @@ def query(info: dict[str, Any]) -> str:
     for group in info["groups"]:
         rows.append([group["name"], group["status"], _code(group["exit_code"]), "", group["started"] or "-",
                      _duration(group)])
+        if group["reason"] and group["status"] == "SCHEDULING":  # what it waits for (supervisor._note_waiting)
+            details[len(rows) - 1] = [f"reason: {group['reason']}"]
         for task in group["tasks"]:
             rows.append([f"  {task['name']}{' *' if task['lead'] else ''}", task["status"], _code(task["exit_code"]),
                          str(len(task["attempts"])), task["started"] or "-", _duration(task)])

@@ -2,7 +2,7 @@
 its detached supervisor), wait, cancel, query, log paths. Every read first marks workflows whose
 supervisor died as FAILED (``StateStore.reconcile``).
 
-``submit`` on the local runner first resolves every task's credentials and checks the store, so
+``submit`` first resolves every task's credentials (and on the local runner checks the store), so
 those mistakes fail the submit before anything runs. The supervisor inherits the submitting
 environment (the store's and the credentials' sources) and runs with umask 077.
 """
@@ -20,11 +20,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from osmo_run.kube.pool import PoolConfigError, parse_pool
+from osmo_run.kube.volumes import check_workflow as check_volume_mounts
 from osmo_run.local import procs
 from osmo_run.local.credentials import CredentialError, masked_values, resolve_task, resolve_workflow
 from osmo_run.local.errors import CONFLICT, NotFound, RunnerError, closest, did_you_mean
 from osmo_run.local.paths import PRIVATE_FILE, PRIVATE_UMASK, StatePaths
-from osmo_run.local.pool import check_workflow, pool_capacity
+from osmo_run.local.pool import check_workflow, pool_capacity, pool_gpus
 from osmo_run.local.settings import Settings, load_settings
 from osmo_run.local.state import StateStore
 from osmo_run.local.statuses import WorkflowStatus, is_terminal
@@ -50,20 +51,19 @@ def submit(loaded: LoadedSpec, *, file: str | None, store: str | None,
     runner = runner or settings.runner
     settings = replace(settings, runner=runner)
     if runner == "local":
-        problems = check_workflow(workflow, settings, pool_capacity(settings))
+        problems = check_workflow(workflow, settings, pool_capacity(settings), pool_gpus(settings))
     elif settings.kubernetes is None:
         problems = [f"--runner kubernetes: the pool config {settings.source or '(none)'} has no kubernetes: "
                     "section (docs/KUBERNETES.md)"]
     else:
         try:
-            parse_pool(settings.kubernetes)
-            problems = []
+            problems = check_volume_mounts(workflow, parse_pool(settings.kubernetes))
         except PoolConfigError as exc:
             problems = [f"{settings.source}: {exc}"]
     if problems:
         raise RunnerError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    resolve_workflow(workflow, settings.credentials, config=settings.source)  # values are not kept
     if runner == "local":
-        resolve_workflow(workflow, settings.credentials, config=settings.source)  # values are not kept
         check_store(settings, store)
     state = open_state()
     try:
@@ -244,7 +244,7 @@ def log_secrets(workflow_id: str) -> tuple[str, ...]:
     finally:
         state.close()
     settings = Settings.from_json(json.loads(row["settings"] or "{}"))
-    if not settings.credentials or settings.runner != "local":
+    if not settings.credentials:
         return ()
     try:
         workflow = load_rendered(row["spec"], file=row["file"])

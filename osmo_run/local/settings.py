@@ -8,7 +8,10 @@ Location: ``$OSMO_POOL_CONFIG`` if set, else ``$XDG_CONFIG_HOME/osmo/pool.yaml``
       cpu: 8
       memory: 32Gi
       gpu: 1
-    platforms: [ovx-a40, agx-orin-jp6]  # accepted platform names (default: any name is accepted)
+    platforms: [ovx-a40, agx-orin-jp6]  # accepted platform names (default: any name is accepted),
+    # or a mapping that also binds a platform to a GPU model (its tasks get GPUs of that model only):
+    # platforms: {ovx-a40: {gpu_model: A40}, agx-orin-jp6: {}}
+    gpu_command: nvidia-smi      # lists the GPUs (gpus.py; $OSMO_NVIDIA_SMI overrides; default: PATH's)
     strict: false                # true: refuse at submit a group that can never fit the pool
     isolation: auto              # auto | namespaces | none   ($OSMO_ISOLATION overrides)
     engine: auto                 # auto | podman | docker | none: run tasks in their images ($OSMO_ENGINE
@@ -47,7 +50,7 @@ from osmo_run.spec import parse_bytes, parse_cpu, parse_duration
 ISOLATION_MODES = ("auto", "namespaces", "none")
 ENGINE_MODES = ("auto", "podman", "docker", "none")
 NETWORK_MODES = ("isolated", "host")
-KEYS = {"name", "capacity", "platforms", "strict", "isolation", "engine", "network", "grace_period", "lead_head_start",
+KEYS = {"name", "capacity", "platforms", "gpu_command", "strict", "isolation", "engine", "network", "grace_period", "lead_head_start",
         "reschedule_limit", "exec_timeout", "queue_timeout", "sidecar", "kubernetes", "runner", "credentials"}
 RUNNERS = ("local", "kubernetes")
 
@@ -89,6 +92,8 @@ class Settings:
     name: str = "local"
     capacity: dict[str, Any] = field(default_factory=dict)  # overrides of the detected capacity
     platforms: tuple[str, ...] | None = None
+    platform_models: dict[str, str] = field(default_factory=dict)  # platform -> GPU model (gpus.py)
+    gpu_command: str | None = None  # the nvidia-smi to run (gpus.gpu_command)
     strict: bool = False
     isolation: str = "auto"
     engine: str = "auto"
@@ -124,6 +129,23 @@ def _fail(path: str, key: str, message: str) -> RunnerError:
     return RunnerError(f"{path}: {key}: {message}")
 
 
+def _platforms(path: str, raw: Any) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``platforms:`` as a list of names, or a mapping name -> ``{gpu_model: MODEL}`` (or nothing)."""
+    if isinstance(raw, list):
+        return tuple(str(p) for p in raw), {}
+    if not isinstance(raw, dict):
+        raise _fail(path, "platforms", "expected a list of platform names or a mapping name -> {gpu_model: MODEL}")
+    models = {}
+    for name, spec in raw.items():
+        if spec is None:
+            continue
+        if not isinstance(spec, dict) or set(spec) - {"gpu_model"}:
+            raise _fail(path, f"platforms.{name}", "expected a mapping with gpu_model (or nothing)")
+        if spec.get("gpu_model") is not None:
+            models[str(name)] = str(spec["gpu_model"])
+    return tuple(str(p) for p in raw), models
+
+
 def load_settings(path: str | None = None) -> Settings:
     """Read the pool config (absent file: defaults). ``$OSMO_ISOLATION`` overrides ``isolation``,
     ``$OSMO_ENGINE`` ``engine``."""
@@ -157,9 +179,9 @@ def load_settings(path: str | None = None) -> Settings:
                 parsed["gpu"] = int(cap["gpu"])
             values["capacity"] = parsed
         if raw.get("platforms") is not None:
-            if not isinstance(raw["platforms"], list):
-                raise _fail(path, "platforms", "expected a list of platform names")
-            values["platforms"] = tuple(str(p) for p in raw["platforms"])
+            values["platforms"], values["platform_models"] = _platforms(path, raw["platforms"])
+        if raw.get("gpu_command") is not None:
+            values["gpu_command"] = str(raw["gpu_command"])
         if "strict" in raw:
             values["strict"] = bool(raw["strict"])
         for key, allowed in (("isolation", ISOLATION_MODES), ("engine", ENGINE_MODES), ("network", NETWORK_MODES)):

@@ -186,4 +186,5 @@ class StateStore:
             c.execute("UPDATE attempts SET status = ?, reason = ?, ended_at = ? WHERE workflow_id = ? "
                       "AND status IN ('INITIALIZING', 'RUNNING')", (part_status, reason, now, workflow_id))
             c.execute("DELETE FROM allocations WHERE workflow_id = ?", (workflow_id,))
+            c.execute("DELETE FROM gpu_assignments WHERE workflow_id = ?", (workflow_id,))
         return True

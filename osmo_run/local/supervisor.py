@@ -7,7 +7,8 @@ cancel``) stops every task and marks what did not finish FAILED_CANCELED; if the
 dies, its tasks die with it (PR_SET_PDEATHSIG) and readers mark the workflow FAILED.
 
 Group order: a group is WAITING until every group it reads from is COMPLETED, then SCHEDULING until
-the pool admits it whole (its queue timeout applies there), then it runs (``group_run``). A failed
+the pool admits it whole (its queue timeout applies there; the group's reason and its tasks' logs
+say what it waits for), then it runs (``group_run``). A failed
 group makes every group downstream FAILED_UPSTREAM (exit code 3000); independent groups go on.
 """
 
@@ -20,7 +21,7 @@ import sys
 import time
 import traceback
 
-from osmo_run.local import cgroups, procs
+from osmo_run.local import cgroups, logs, procs
 from osmo_run.local.context import RunContext
 from osmo_run.local.credentials import resolve_workflow
 from osmo_run.local.errors import RunnerError
@@ -29,7 +30,7 @@ from osmo_run.local.engine import EngineChoice, decide_engine
 from osmo_run.local.engine_objects import sweep
 from osmo_run.local.isolation import Isolation, decide, holder_pids
 from osmo_run.local.paths import StatePaths
-from osmo_run.local.pool import Ledger, plan_gang, pool_capacity
+from osmo_run.local.pool import Ledger, plan_gang, pool_capacity, pool_gpus
 from osmo_run.local.settings import Settings
 from osmo_run.local.state import StateStore
 from osmo_run.local.statuses import (UPSTREAM_FAILED, GroupStatus, TaskStatus, WorkflowStatus, highest_code,
@@ -52,6 +53,7 @@ class Supervisor:
         self.status: dict[str, GroupStatus] = {}
         self.scheduled_at: dict[str, float] = {}
         self.next_admit: dict[str, float] = {}
+        self.waiting_for: dict[str, str] = {}  # group -> why the pool does not admit it, as last written
         self.shown: WorkflowStatus | None = None  # the status last written
         self.engine = EngineChoice(None, "not decided yet")
 
@@ -77,7 +79,7 @@ class Supervisor:
         print(f"workflow {self.id}: isolation {described}", flush=True)
         self.state.update_workflow(self.id, isolation=described)
         self.dag = Dag.from_workflow(workflow)
-        self.ledger = Ledger(self.state.conn, self.me)
+        self.ledger = Ledger(self.state.conn, self.me, pool_gpus(settings))
         credentials = resolve_workflow(workflow, settings.credentials, config=settings.source)
         return RunContext(self.id, workflow, self.state, self.paths, settings, isolation,
                           pool_capacity(settings), self.row["store"], credentials=credentials, engine=self.engine)
@@ -141,6 +143,8 @@ class Supervisor:
                         self.state.update_workflow(self.id, started_at=self.row["started_at"])
                     self.runs[name] = run
                     self.status[name] = GroupStatus.RUNNING
+                    if self.waiting_for.pop(name, None):
+                        self.state.update_group(self.id, name, reason=None)
                     for task in group.tasks:
                         self.state.update_task(self.id, task.name, status=TaskStatus.INITIALIZING)
                     run.start(now)
@@ -156,9 +160,21 @@ class Supervisor:
         """The group's run if the pool admits it whole now (the ledger is shared by workflows)."""
         ctx = self.ctx
         plan = plan_gang(ctx.workflow, group, ctx.settings, ctx.capacity)
-        if self.ledger.try_admit(self.id, group.name, plan.demand, ctx.capacity):
+        admission = self.ledger.try_admit(self.id, group.name, plan, ctx.capacity)
+        if admission.admitted:
+            plan.gpus = admission.gpus if self.ledger.gpus else None
             return GroupRun(ctx, group, plan)
+        self._note_waiting(group, f"waiting for the pool: {admission.why}")
         return None
+
+    def _note_waiting(self, group, why: str) -> None:
+        """Record why the group waits (its reason in ``query``, a line in its tasks' logs) when that changes."""
+        if self.waiting_for.get(group.name) == why:
+            return
+        self.waiting_for[group.name] = why
+        self.state.update_group(self.id, group.name, reason=why)
+        for task in group.tasks:
+            logs.note(self.ctx.task_log(task.name), why)
 
     def _release(self, group: str | None = None) -> None:
         """Give back what the group (or, with None, the workflow) holds in the pool."""
