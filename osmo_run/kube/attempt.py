@@ -276,7 +276,8 @@ class KubeAttempt:
             return
         first = self.stop_kind is None
         self.stop_kind = kind
-        self.outcome.stopped = kind
+        if self.phase != "UPLOADING":  # a command that already ended on its own was not stopped
+            self.outcome.stopped = kind
         if kind in NO_UPLOAD or self.phase in ("PENDING", "DOWNLOADED", "STARTING"):
             self._stop_pod(now)
         elif self.phase == "RUNNING" and first:

@@ -368,7 +368,8 @@ class Attempt:
             return
         first = self.stop_kind is None
         self.stop_kind = kind
-        self.outcome.stopped = kind
+        if self.phase != "UPLOADING":  # a command that already ended on its own was not stopped
+            self.outcome.stopped = kind
         if self.phase in ("NEW", "DOWNLOADED"):
             self._finish()
         elif self.phase == "LAUNCHED":

@@ -281,6 +281,8 @@ class GroupRun:
                 self._settle(tr, ENDING_STATUS[kind], reason if not out.code or out.code < 256 else out.reason)
             elif out.code is not None and out.code > 255:
                 self._settle(tr, TaskStatus.FAILED, out.reason)  # e.g. its upload failed
+            elif kind == "lead" and out.code == 0 and not out.stopped:
+                self._settle(tr, TaskStatus.COMPLETED, "")  # its command had ended on its own: not stopped
             else:
                 failed = kind == "failed"
                 self._settle(tr, TaskStatus.FAILED if failed else TaskStatus.COMPLETED, reason, exit_code=None)
