@@ -259,19 +259,35 @@ class Attempt:
         except (OSError, subprocess.SubprocessError) as exc:
             logs.note(self.log_path, f"the container {name} could not be removed: {exc}")
 
-    def listens(self) -> bool:
-        """True once the command listens on a TCP port (in a container: found through the pid file
-        the engine writes; an engine without one never says so, and the lead's head start runs out)."""
+    def _command_pid(self) -> int | None:
+        """The pid of the command's first process: taskinit's child on the host; in a container the
+        one in the pid file the engine writes once the container runs (None before, or without one)."""
         if self.proc is None:
-            return False
+            return None
         if self.plan.image is None:
-            return procs.listens(self.proc.pid)
+            return self.proc.pid
         pidfile = self.plan.init["container"].get("pidfile")
         try:
             with open(pidfile, encoding="ascii") as f:
-                return procs.listens(int(f.read().strip()))
+                return int(f.read().strip())
         except (TypeError, OSError, ValueError):
+            return None
+
+    def command_started(self) -> bool:
+        """True once the command runs: at ``go`` on the host; in a container once the engine says
+        which process it is (an engine that writes no pid file: at ``go`` too). The lead's head start
+        counts from here, not from ``go``: a loaded engine takes seconds to start a container."""
+        if self.phase != "RUNNING":
             return False
+        if self.plan.image is None or not self.plan.init["container"].get("pidfile"):
+            return True
+        return self._command_pid() is not None
+
+    def listens(self) -> bool:
+        """True once the command listens on a TCP port (an engine without a pid file never says so,
+        and the lead's head start runs out)."""
+        pid = self._command_pid()
+        return pid is not None and procs.listens(pid)
 
     def fail_start(self, reason: str) -> None:
         """The task's view could not be set up (or the group's network): 3003, no command ran."""

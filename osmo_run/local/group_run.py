@@ -32,6 +32,7 @@ ENDING_STATUS = {"timeout": TaskStatus.FAILED_EXEC_TIMEOUT, "cancel": TaskStatus
                  "queue": TaskStatus.FAILED_QUEUE_TIMEOUT}
 ENDING_GROUP = {"timeout": GroupStatus.FAILED_EXEC_TIMEOUT, "cancel": GroupStatus.FAILED_CANCELED,
                 "queue": GroupStatus.FAILED_QUEUE_TIMEOUT}
+START_WAIT = 60.0  # seconds the others wait for the lead's command to start before its head start counts
 
 
 class FailedAttempt:
@@ -74,7 +75,7 @@ class GroupRun:
         self.hub: Hub | None = None
         self.engine_network: GroupNetwork | None = None
         self.batch: list = []
-        self.pending_go = None  # (attempts, lead attempt, deadline) while the lead has its head start
+        self.pending_go = None  # (attempts, lead, head start's end or None, give-up time) while the lead has its head start
         self.ending: tuple[str, str] | None = None  # (kind, reason) once the group is ending
         self.restarting = False
         self.status: GroupStatus | None = None
@@ -170,11 +171,17 @@ class GroupRun:
                 a.go()
             return
         lead.go()
-        self.pending_go = ([a for a in launched if a is not lead], lead, now + delay)
+        self.pending_go = ([a for a in launched if a is not lead], lead, None, now + delay + START_WAIT)
 
     def _release_pending(self, now: float) -> None:
-        others, lead, deadline = self.pending_go
-        if now < deadline and lead.phase == "RUNNING" and not lead.listens():
+        """The head start counts from the lead command's start (``command_started``), or, should it
+        never say so, ends ``START_WAIT`` seconds later: the others then go whatever the lead does."""
+        others, lead, deadline, give_up = self.pending_go
+        if deadline is None and lead.command_started():
+            deadline = now + self.ctx.settings.lead_head_start
+            self.pending_go = (others, lead, deadline, give_up)
+        if lead.phase == "RUNNING" and now < give_up and (deadline is None or now < deadline) \
+                and not lead.listens():
             return
         self.pending_go = None
         for a in others:

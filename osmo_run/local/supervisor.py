@@ -233,11 +233,13 @@ class Supervisor:
                          None) or next((g for g in groups if g["status"] != "COMPLETED"), None)
             reason = "canceled" if self.cancel_requested else (
                 f"group {first['name']!r} {first['status']}: {first['reason'] or ''}".rstrip(": ") if first else None)
-        self.state.update_workflow(self.id, status=status, exit_code=code, reason=reason, ended_at=time.time())
+        ended_at = time.time()
         self._release()
         if self.engine.engine:
             sweep(self.engine.engine.cli(), self.me)  # anything of ours a killed containerinit left
         cgroups.sweep(self.me)
+        # last: once the workflow reads as ended, nothing of it is left in the engine or the cgroups
+        self.state.update_workflow(self.id, status=status, exit_code=code, reason=reason, ended_at=ended_at)
         print(f"workflow {self.id}: {status.value}" + (f" ({reason})" if reason else ""), flush=True)
 
     def _fail_all(self, reason: str) -> None:

@@ -147,6 +147,15 @@ class Osmo:
         return found
 
 
+    def processes_left(self, settle: float = 5.0) -> list[str]:
+        """``processes()`` once they had ``settle`` seconds to end: the supervisor writes the workflow's
+        end last, and its interpreter takes a moment to exit after that."""
+        deadline = time.monotonic() + settle
+        while (found := self.processes()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return found
+
+
 def _children(pid: str) -> list[str]:
     found = []
     try:

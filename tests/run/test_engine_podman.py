@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 import uuid
@@ -108,7 +109,7 @@ def test_a_task_runs_in_its_image_and_the_log_says_which_engine(early_runs, podm
     assert logs.count("[osmo] image ubuntu:24.04: the command runs in container osmo-") == 1
     assert "(podman 4." in logs and "is not pulled" not in logs
     assert "[osmo] limits: none (the task asks for no cpu, memory or storage)" in logs
-    assert engine_osmo.processes() == []
+    assert engine_osmo.processes_left() == []
     podman_store.check_empty(engine_osmo)
 
 
@@ -247,7 +248,45 @@ def test_host_tokens_reach_a_peer_listening_on_the_same_port(early_runs, podman_
     assert (_out(info, "alpha") / "by-name.txt").read_text() == "beta\n"
     assert f"[osmo] network: {hosts['alpha']} on the group's network osmo-" in logs
     assert tasks_of(info)["beta"]["reason"] == "stopped when the lead task 'alpha' ended"
-    assert engine_osmo.processes() == []
+    assert engine_osmo.processes_left() == []
+    podman_store.check_empty(engine_osmo)
+
+
+@early
+def _start_late_lead(engine_osmo: Osmo, tmp_path: Path) -> None:
+    """A loaded machine: the engine starts the lead's container 4 s after it is told to (a ``podman``
+    first on PATH that waits before ``start`` of the lead's container), its head start is 0.2 s."""
+    wrapper = tmp_path / "bin" / "podman"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\ncase "$1 $*" in "start "*-server-a1*) sleep 4;; esac\n'
+                       f'exec {shutil.which("podman")} "$@"\n')
+    wrapper.chmod(0o755)
+    engine_osmo.env["PATH"] = f"{wrapper.parent}:{os.environ['PATH']}"
+    spec = write_spec(tmp_path, """
+        workflow:
+          name: late-lead
+          groups:
+          - name: g
+            tasks:
+            - name: server
+              lead: true
+              image: alpine:3.18
+              command: [sh, -c, "echo hello > /tmp/h; nc -w 20 -l -p 24831 < /tmp/h; echo served"]
+            - name: client
+              image: alpine:3.18
+              command: [sh, -c]
+              args: ['nc -w 10 {{host:server}} 24831 > /tmp/got; echo "got $(cat /tmp/got)"']
+        """)
+    engine_osmo.submit(spec, wait=False)
+
+
+def test_the_lead_head_start_counts_from_its_container_start(early_runs, podman_store):
+    engine_osmo = early_runs["late_lead"]
+    engine_osmo.wait("late-lead-1", 120)
+    info = engine_osmo.query("late-lead-1")
+    logs = engine_osmo.logs("late-lead-1")
+    assert info["status"] == "COMPLETED", logs
+    assert "client | got hello" in logs and "server | served" in logs  # the client waited for the late lead
     podman_store.check_empty(engine_osmo)
 
 
@@ -325,7 +364,7 @@ def test_exec_timeout_stops_containers_with_sigterm_then_sigkill(early_runs, pod
     assert tasks["stubborn"]["attempts"][0]["command_exit_code"] == 137
     assert tasks["polite"]["attempts"][0]["command_exit_code"] == 0
     assert info["seconds"] < 4 + 20, info["seconds"]
-    assert engine_osmo.processes() == []
+    assert engine_osmo.processes_left() == []
     podman_store.check_empty(engine_osmo)
 
 
@@ -352,7 +391,7 @@ def test_cancel_stops_the_containers_and_leaves_nothing(engine_osmo, podman_stor
     info = engine_osmo.query(workflow_id)
     assert info["status"] == "FAILED_CANCELED"
     assert {t["status"] for t in tasks_of(info).values()} == {"FAILED_CANCELED"}
-    assert engine_osmo.processes() == []
+    assert engine_osmo.processes_left() == []
     podman_store.check_empty(engine_osmo)
 
 
@@ -373,7 +412,7 @@ def test_a_killed_supervisor_leaves_nothing_once_the_next_workflow_ran(engine_os
     engine_osmo.submit(short)
     assert engine_osmo.query("next-1")["status"] == "COMPLETED"
     podman_store.check_empty(engine_osmo)
-    assert engine_osmo.processes() == []
+    assert engine_osmo.processes_left() == []
 
 
 @early

@@ -70,7 +70,7 @@ def test_exec_timeout_stops_the_group(any_osmo, tmp_path):
     for task in tasks_of(info).values():
         assert task["status"] == "FAILED_EXEC_TIMEOUT"
         assert task["attempts"][0]["command_exit_code"] in (143, 137)
-    assert any_osmo.processes() == []
+    assert any_osmo.processes_left() == []
 
 
 def test_queue_timeout_for_a_gang_that_cannot_fit(osmo, tmp_path):
@@ -161,7 +161,7 @@ def test_cancel_leaves_no_process_behind(any_osmo, tmp_path):
     assert any("sleep 30" in p for p in any_osmo.processes())
     result = any_osmo("cancel", workflow_id)
     assert result.out.strip() == f"{workflow_id} FAILED_CANCELED"
-    assert any_osmo.processes() == []  # not even the process that ignores SIGTERM
+    assert any_osmo.processes_left() == []  # not even the process that ignores SIGTERM
     info = any_osmo.query(workflow_id)
     assert info["status"] == "FAILED_CANCELED"
     assert {t["status"] for t in tasks_of(info).values()} == {"FAILED_CANCELED"}
@@ -224,7 +224,7 @@ def test_rescheduled_task_can_succeed_and_a_lead_restarts_its_group(tmp_path):
     assert [a["status"] for a in tasks["peer"]["attempts"]] == ["RESCHEDULED", "RESCHEDULED", "COMPLETED"]
     assert peer_starts.read_text().count("x") == 3
     assert tasks["lead"]["datasets_written"][0]["dataset"] == "retry-1--lead"
-    assert osmo.processes() == []
+    assert osmo.processes_left() == []
 
 
 def test_failing_output_upload_gives_2012(osmo, tmp_path, s3_server):
@@ -321,7 +321,7 @@ def test_lead_end_stops_the_other_tasks(any_osmo, tmp_path):
     assert "got SIGTERM" in any_osmo.logs("leader-1", "worker")
     # a stopped task's output is still stored
     assert worker["datasets_written"][0]["files"] == 1
-    assert any_osmo.processes() == []
+    assert any_osmo.processes_left() == []
 
 
 def test_nonlead_failure_fails_the_group_when_statuses_count(osmo, tmp_path):

@@ -138,4 +138,4 @@ def test_a_killed_supervisors_cgroups_go_when_the_next_workflow_starts(osmo, tmp
                            name="next.yaml"))
     assert osmo.query("next-1")["status"] == "COMPLETED"
     assert not os.path.exists(left[0])  # the next supervisor swept it
-    assert osmo.processes() == []
+    assert osmo.processes_left() == []

@@ -61,7 +61,7 @@ echo "peer says $(cat {{{{output}}}}/peer.txt)"
     assert not Path(f"/tmp/private-{tag}").exists() and not Path(f"/tmp/conf-{tag}.txt").exists()
     assert tasks["beta"]["reason"] == "stopped when the lead task 'alpha' ended"
     assert logs.count(f"network {hosts['alpha']}, private /tmp") == 1
-    assert osmo.processes() == []
+    assert osmo.processes_left() == []
 
 
 def test_plain_processes_share_the_host_and_say_so_once(tmp_path):

@@ -185,7 +185,7 @@ echo "peer says $(cat {{{{output}}}}/peer.txt)"
     assert not Path(f"/tmp/private-{tag}").exists() and not Path(f"/tmp/conf-{tag}.txt").exists()
     assert tasks["beta"]["reason"] == "stopped when the lead task 'alpha' ended"
     assert "plain host processes" not in logs and "mount proc" not in logs
-    assert osmo.processes() == []
+    assert osmo.processes_left() == []
 
 
 def test_unprivileged_user_host_network_tasks_are_still_isolated(workspace):
@@ -203,7 +203,7 @@ def test_unprivileged_user_host_network_tasks_are_still_isolated(workspace):
     assert (out / "uid-map.txt").read_text().split() == ["0", str(NOBODY), "1"]
     assert {p.stat().st_uid for p in out.iterdir()} == {NOBODY}
     assert not Path(f"/tmp/private-{tag}").exists()
-    assert osmo.processes() == []
+    assert osmo.processes_left() == []
 
 
 def test_unprivileged_user_without_user_namespaces_gets_plain_processes(workspace):
@@ -224,6 +224,6 @@ def test_unprivileged_user_without_user_namespaces_gets_plain_processes(workspac
         out = Path(tasks_of(info)["server"]["attempts"][0]["run_dir"]) / "data" / "output"
         assert (out / "uid.txt").read_text().strip() == str(NOBODY)
         assert Path(f"/tmp/shared-{tag}").exists()  # a plain process shares the host's /tmp
-        assert osmo.processes() == []
+        assert osmo.processes_left() == []
     finally:
         Path(f"/tmp/shared-{tag}").unlink(missing_ok=True)

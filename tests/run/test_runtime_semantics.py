@@ -66,7 +66,7 @@ def test_lead_end_sigkills_a_task_that_ignores_sigterm_and_downstream_waits(any_
     # backstop (grace + 5 s after the stop, counted from when the lead's upload ended)
     assert 0.8 <= after_lead < 5, after_lead
     assert tasks_of(info)["reader"]["status"] == "COMPLETED"
-    assert any_osmo.processes() == []
+    assert any_osmo.processes_left() == []
 
 
 def _slow_download_sidecar(tmp_path: Path, task: str, seconds: float) -> list[str]:

@@ -299,6 +299,6 @@ def test_escape_attempts_leave_the_host_untouched(mode, workspace):  # noqa: F81
         assert not (second / "data" / "output" / "link").is_symlink()
         assert not (second / "work" / "wlink").is_symlink()
         assert os.listdir(sentinel.root / "target") == []
-        assert osmo.processes() == []
+        assert osmo.processes_left() == []
     finally:
         sentinel.remove()
