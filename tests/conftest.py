@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.parallel import check_groups_taken, mark_groups
 from osmo_store.blob import LocalBlobStore, MemoryBlobStore
 from osmo_store.repository import Repository, config_with, init_store
 from servers.fixtures import *  # noqa: F401,F403  (s3_server, s3_bucket, azurite_server, azure_container)
@@ -20,6 +21,15 @@ from servers.radosgw_fixtures import radosgw_bucket, radosgw_server  # noqa: F40
 from servers.kube_fixtures import kube_cluster, kube_namespace, kube_server  # noqa: F401
 
 TINY = dict(min_size=256, avg_size=1024, max_size=4096, pack_target_size=16 * 1024, manifest_node_entries=4)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
+def pytest_collection_modifyitems(config, items):
+    mark_groups(items)  # which tests share a worker under xdist (tests/helpers/parallel.py)
+
+
+def pytest_collection_finish(session):
+    check_groups_taken(session)  # xdist's loadgroup must have seen the groups, or fail loudly
 
 
 @pytest.fixture(autouse=True)

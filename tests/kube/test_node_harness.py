@@ -11,11 +11,15 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from kubernetes import client
 
 from helpers.tools import require_tool
 from osmo_run.kube.podexec import run as pod_exec
 from servers.kube import bin_dir
+
+# every test here starts, sweeps or uses a real node: one worker for all of them and the node's other tests
+pytestmark = pytest.mark.xdist_group("kube-node")
 from servers.kubenode import NODE_NAME, leftovers, read_info
 from servers.kubenode_runtime import mount_namespace, processes_in_mount_namespace, processes_naming
 

@@ -47,6 +47,7 @@ SEED = {
 
 
 ENGINES = ("host", "podman")
+TIERS = {"host": "conformance-host", "podman": "podman"}  # xdist groups (tests/helpers/parallel.py)
 
 
 class Conformance:
@@ -112,7 +113,7 @@ def conformance_podman(tmp_path_factory, s3_server, podman_store) -> Conformance
     podman_store.check_empty()  # at the session's end: every workflow in the storage has ended
 
 
-@pytest.fixture(params=ENGINES)
+@pytest.fixture(params=[pytest.param(engine, marks=pytest.mark.xdist_group(TIERS[engine])) for engine in ENGINES])
 def conformance(request) -> Conformance:
     """The tutorials' runs as host processes, then the same in their images on Podman."""
     return request.getfixturevalue(f"conformance_{request.param}")
