@@ -249,6 +249,8 @@ def main(argv: list[str]) -> int:
         return 1  # the supervisor is already gone
     if image_step:
         return ensure_image(cfg)
+    if cfg.get("workdir"):  # the engine's helpers write files in their working folder (Podman's conmon: an
+        os.chdir(cfg["workdir"])  # empty "oom" when the container is OOM-killed): the attempt's, not the user's
     return run(cfg, cli_of(cfg), ContainerSpec.from_json(cfg["container"]))
 
 

@@ -64,7 +64,7 @@ def plan_container(*, engine: Engine, run: RunDir, work_dir: str, workflow_id: s
         notes.insert(1, f"network: the host's, as {engine.network_problem}; {{{{host:TASK}}}} is 127.0.0.1 and "
                         "the group's tasks share the host's ports")
     init = {"engine": engine.to_json(), "container": spec.to_json(), "env": env, "files": files, "grace": grace,
-            "parent": parent}
+            "parent": parent, "workdir": runner_dir}
     image = {"engine": engine.to_json(), "image": task.image, "error_file": os.path.join(runner_dir, IMAGE_ERROR),
              "parent": parent}
     return init, image, notes

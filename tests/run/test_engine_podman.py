@@ -329,6 +329,10 @@ def test_exit_codes_and_limits(early_runs, podman_store):
     assert ("limited | [osmo] limits not enforced: storage 1 GiB (podman's image store is on extfs; a container "
             "size limit needs xfs)") in logs
     assert "executable file not found" in engine_osmo.logs("codes-1", "missing-command")
+    # conmon marks an OOM kill with an empty file "oom" in its working folder: the attempt's, never the
+    # folder the workflow was submitted from
+    assert (Path(tasks["greedy"]["attempts"][0]["run_dir"]) / "runner" / "oom").exists()
+    assert not Path("oom").exists(), f"an 'oom' file was left in {os.getcwd()}"
     podman_store.check_empty(engine_osmo)
 
 
