@@ -419,11 +419,11 @@ def _change_once_while_read(monkeypatch, path, change):
 
     real_read = upload_mod.Uploader._read
 
-    def read(self, src, writer):
+    def read(self, src, writer, *rest):
         if src.abspath == str(path):
             state["reads"] += 1
         state["current"] = src.abspath
-        return real_read(self, src, writer)
+        return real_read(self, src, writer, *rest)
 
     monkeypatch.setattr(upload_mod.Chunker, "stream", stream)
     monkeypatch.setattr(upload_mod.Uploader, "_read", read)

@@ -33,7 +33,7 @@ from osmo_store.manifest import FileEntry, iter_entries
 from osmo_store.transfer.filters import PathFilter
 from osmo_store.transfer.lookahead import in_order
 from osmo_store.transfer.overlap import ProtectedFolders
-from osmo_store.transfer.progress import Progress
+from osmo_store.transfer.progress import REPORT_INTERVAL, ByteTally, FileBytes, Progress, result_reporting
 from osmo_store.transfer.spans import SpanReader
 
 PART_PREFIX = ".osmo-part-"
@@ -61,6 +61,8 @@ class Downloader:
         remote = 0 if chunks.blob.local else chunks.blob.concurrency
         self.workers = workers or max(2, os.cpu_count() or 2, remote)
         self.progress = progress or Progress()
+        self.progress_interval = REPORT_INTERVAL
+        self._bytes_done = ByteTally()  # bytes the workers have written, reported by the consuming thread
 
     def run(self, root: bytes, dest: str, include: Sequence[str] = (), exclude: Sequence[str] = (),
             label: str = "download") -> DownloadResult:
@@ -84,7 +86,7 @@ class Downloader:
         try:
             ex = ThreadPoolExecutor(self.workers, thread_name_prefix="osmo-download")
             try:
-                for item in in_order(ex, entries, lambda e: self._write(base, e), lambda e: e.size):
+                for item in in_order(ex, entries, lambda e: self._write_counted(base, e), lambda e: e.size):
                     skipped += self._collect(item)
             finally:
                 ex.shutdown(wait=True, cancel_futures=True)
@@ -101,16 +103,25 @@ class Downloader:
         download goes on with the others (they do not depend on it); the failure is raised at the end."""
         entry, future = item
         try:
-            skipped = future.result()
+            skipped = result_reporting(future, self.progress, self._bytes_done, self.progress_interval)
         except (IntegrityError, NotFoundError) as exc:
             if isinstance(exc, UnsafePathError):
                 raise
             self._damaged.append((entry.path, str(exc)))
             skipped = 0
-        self.progress.advance(1, entry.size)
+        self.progress.advance(1, self._bytes_done.take())
         return skipped
 
-    def _write(self, base: str, entry: FileEntry) -> int:
+    def _write_counted(self, base: str, entry: FileEntry) -> int:
+        """``_write``, counting the bytes written as they go; the file counts its whole size once it is
+        done (skipped, written or failed)."""
+        file_bytes = FileBytes(self._bytes_done)
+        try:
+            return self._write(base, entry, file_bytes)
+        finally:
+            file_bytes.settle(entry.size)
+
+    def _write(self, base: str, entry: FileEntry, file_bytes: FileBytes) -> int:
         parts = entry.path.split("/")
         folder = _ensure_folders(base, parts[:-1], entry.path, self._folders, self.protected)
         target = os.path.join(folder, parts[-1])
@@ -138,6 +149,7 @@ class Downloader:
                     while view:
                         view = view[f.write(view):]
                     h.update(chunk)
+                    file_bytes.add(length)
                 if h.digest() != entry.digest:
                     raise IntegrityError(f"{entry.path}: downloaded content does not match its digest")
                 _set_attributes(f.fileno(), entry)

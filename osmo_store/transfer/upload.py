@@ -42,7 +42,7 @@ from osmo_store.index import LocalIndex
 from osmo_store.manifest import LEAF, Checksum, FileEntry, TreeBuilder, iter_nodes
 from osmo_store.transfer.filters import PathFilter
 from osmo_store.transfer.lookahead import in_order
-from osmo_store.transfer.progress import Cancelled, Progress
+from osmo_store.transfer.progress import REPORT_INTERVAL, ByteTally, Cancelled, FileBytes, Progress, result_reporting
 from osmo_store.transfer.overlap import ProtectedFolders
 from osmo_store.transfer.scan import ScanResult, SourceFile, scan
 
@@ -108,6 +108,8 @@ class Uploader:
         self.chunker = Chunker(chunks.config.chunker)
         self.protected = protected
         self._cancel = threading.Event()
+        self.progress_interval = REPORT_INTERVAL
+        self._bytes_done = ByteTally()  # bytes the workers have read, reported by the consuming thread
 
     def run(self, req: UploadRequest) -> UploadResult:
         start = time.monotonic()
@@ -135,7 +137,7 @@ class Uploader:
                 tree.add(entry)
                 checksum.add(entry.path, entry.size, entry.executable, entry.digest)
                 unchanged += reused
-                self.progress.advance(1, entry.size)
+                self.progress.advance(1, self._bytes_done.take())
             root = tree.finish()
             writer.flush()  # manifest nodes go into the packs too: flush after the root
             completed = True
@@ -199,7 +201,7 @@ class Uploader:
 
     def _collect(self, item, stat_batch: list) -> tuple[FileEntry, bool]:
         _, future = item
-        entry, reused, src = future.result()
+        entry, reused, src = result_reporting(future, self.progress, self._bytes_done, self.progress_interval)
         if not reused and time.time() - max(src.mtime_ns, src.ctime_ns) / 1e9 > RACY_SECONDS:
             stat_batch.append((_stat_key(src), _stat_value(src, entry)))
             if len(stat_batch) >= STAT_BATCH:
@@ -211,22 +213,27 @@ class Uploader:
         """The file's entry, whether the stat cache supplied it, and the file's identity as read."""
         cached = self._cached_entry(src)
         if cached is not None:
+            self._bytes_done.add(cached.size)
             return cached, True, src
+        file_bytes = FileBytes(self._bytes_done)
         previous = None
         for _ in range(READ_ATTEMPTS):
-            read = self._read(src, writer)
+            read = self._read(src, writer, file_bytes)
             if read is None:
                 continue  # changed while read: read it again
             entry, seen, racy = read
             if not racy or (previous is not None and (previous.digest, previous.size) == (entry.digest, entry.size)):
+                file_bytes.settle(entry.size)
                 return entry, False, seen
             previous = entry
         raise SourceChangedError(f"{src.abspath}: changed while it was read ({READ_ATTEMPTS} attempts); nothing "
                                  "was committed: upload again once it is no longer being written", path=src.abspath)
 
-    def _read(self, src: SourceFile, writer: PackWriter) -> tuple[FileEntry, SourceFile, bool] | None:
+    def _read(self, src: SourceFile, writer: PackWriter,
+              file_bytes: FileBytes) -> tuple[FileEntry, SourceFile, bool] | None:
         """Read, chunk and store the file once: its entry, its identity and whether the read was racy;
-        ``None`` when it changed during the read."""
+        ``None`` when it changed during the read. Bytes read are counted in ``file_bytes``."""
+        file_bytes.restart()
         try:
             fd = os.open(src.abspath, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -254,6 +261,7 @@ class Uploader:
                     h.update(view)
                     writer.add(cid, view, txn)
                     chunks.append((cid, len(view)))
+                    file_bytes.add(len(view))
                     if len(chunks) % SNAPSHOT_CHUNKS == 0:
                         # a long-lived read snapshot keeps LMDB from reusing pages: the index
                         # file, and with it the mapped memory, would grow with the upload
