@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+import time
 from typing import Any, Callable
 
 import click
@@ -188,8 +189,11 @@ def submit(ctx: click.Context, file: str, set_items, set_string_items, dry_run: 
 @workflow.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the workflows as JSON.")
 def list_(as_json: bool) -> None:
-    """List the workflows of this machine, oldest first."""
-    items = service.listing()
+    """List the workflows of this machine, then those whose supervisor runs in the cluster of the pool
+    config (its kubernetes: section with supervisor: cluster), oldest first."""
+    items, problem = service.listing()
+    if problem:
+        click.echo(f"osmo: warning: the cluster's workflows are not listed: {problem}", err=True)
     click.echo(json.dumps(items, indent=2) if as_json else report.listing(items))
 
 
@@ -209,6 +213,10 @@ def query(workflow_id: str, as_json: bool) -> None:
 def logs(workflow_id: str, task: str | None, follow: bool) -> None:
     """Print task logs: the command's stdout and stderr, sidecar lines ([osmo-sidecar]) and runner
     notices ([osmo]). Without --task every task's lines are prefixed with its name."""
+    pool = service.in_cluster(workflow_id)
+    if pool is not None:
+        _cluster_logs(workflow_id, pool, task, follow)
+        return
     paths = service.log_paths(workflow_id, task)
     secrets = service.log_secrets(workflow_id)  # masked again (they were masked as they were written)
     prefix = task is None
@@ -228,6 +236,28 @@ def logs(workflow_id: str, task: str | None, follow: bool) -> None:
             continue
         for line in text.splitlines():
             click.echo(f"{name} | {line}")
+
+
+def _cluster_logs(workflow_id: str, pool, task: str | None, follow: bool) -> None:
+    """``logs`` of a workflow whose supervisor runs in the cluster; with ``follow``, new lines as the
+    supervisor publishes them (about once a second) until the workflow ends."""
+    from osmo_run.kube import remote
+
+    shown: dict[str, int] = {}
+    while True:
+        done = follow and service.is_terminal(remote.query(workflow_id, pool)["status"])
+        texts = remote.logs(workflow_id, pool, task, live=not follow)  # follow: what was published
+        for name, text in texts.items():
+            if follow:
+                new, shown[name] = text[shown.get(name, 0):], len(text)
+            else:
+                new = text
+            for line in new.splitlines():
+                click.echo(f"{name} | {line}" if task is None else line)
+        sys.stdout.flush()
+        if not follow or done:
+            return
+        time.sleep(1.0)
 
 
 @workflow.command()

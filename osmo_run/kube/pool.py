@@ -16,6 +16,11 @@ names the file)::
       image_pull_policy: IfNotPresent   # Always | IfNotPresent | Never (default: the cluster's rule)
       request_fraction: {cpu: 0.1}  # pods request this fraction of the cpu/memory a task asks for
       host_paths: [/data, /mnt/shared]  # volumeMounts may mount these host folders (and below); default none
+      supervisor: cluster           # where a workflow's supervisor runs: cluster (a pod; the workflow runs on
+                                    # without the submitting machine) | local (a process of the submitting machine)
+      supervisor_service_account: osmo-supervisor   # its ServiceAccount (RBAC: docs/KUBERNETES.md)
+      supervisor_token_secret: osmo-supervisor-token  # mount this token Secret (clusters without automount)
+      api_server_from_pods: 10.0.0.1:6443  # where pods reach the API server, if not the kubernetes Service
       platforms:                    # spec resources.platform -> placement
         ovx-a40:
           node_selector: {nvidia.com/gpu.product: NVIDIA-A40}
@@ -33,7 +38,9 @@ from typing import Any
 
 SCHEDULER_KINDS = ("kai", "volcano", "coscheduling", "none")
 KEYS = {"context", "namespace", "scheduler", "scheduler_name", "queue", "sidecar_image", "store", "store_secret",
-        "service_account", "image_pull_policy", "request_fraction", "platforms", "host_paths"}
+        "service_account", "image_pull_policy", "request_fraction", "platforms", "host_paths", "supervisor",
+        "supervisor_service_account", "supervisor_token_secret", "api_server_from_pods"}
+SUPERVISOR_PLACES = ("cluster", "local")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 FRACTION_KEYS = ("cpu", "memory")
 
@@ -63,6 +70,10 @@ class KubePool:
     request_fraction: dict[str, float] = field(default_factory=dict)
     platforms: dict[str, Placement] = field(default_factory=dict)
     host_paths: tuple[str, ...] = ()  # absolute, normalised prefixes volumeMounts may use
+    supervisor: str = "local"
+    supervisor_service_account: str | None = "osmo-supervisor"
+    supervisor_token_secret: str | None = None
+    api_server_from_pods: str | None = None  # HOST:PORT
 
 
 def _str(where: str, value: Any) -> str:
@@ -88,6 +99,13 @@ def parse_pool(raw: Any) -> KubePool:
     if values.get("image_pull_policy", "Always") not in PULL_POLICIES:
         raise PoolConfigError(f"kubernetes.image_pull_policy: expected one of {', '.join(PULL_POLICIES)}, "
                               f"got {values['image_pull_policy']!r}")
+    if values.get("supervisor", "local") not in SUPERVISOR_PLACES:
+        raise PoolConfigError(f"kubernetes.supervisor: expected one of {', '.join(SUPERVISOR_PLACES)}, "
+                              f"got {values['supervisor']!r}")
+    host, _, port = values.get("api_server_from_pods", "x:1").rpartition(":")
+    if not host or not port.isdigit():
+        raise PoolConfigError(f"kubernetes.api_server_from_pods: expected HOST:PORT, got "
+                              f"{values['api_server_from_pods']!r}")
     values["request_fraction"] = _fractions(raw.get("request_fraction"))
     values["host_paths"] = _host_paths(raw.get("host_paths"))
     platforms = {}
@@ -132,3 +150,15 @@ def _host_paths(raw: Any) -> tuple[str, ...]:
                                   f"got {value!r}")
         out.append(posixpath.normpath(value).replace("//", "/"))
     return tuple(out)
+
+
+def cluster_pool(section: Any) -> KubePool | None:
+    """The pool of a ``kubernetes:`` section whose workflows' supervisors run in the cluster, else None
+    (no section, a bad one, or ``supervisor: local``)."""
+    if section is None:
+        return None
+    try:
+        pool = parse_pool(section)
+    except PoolConfigError:
+        return None
+    return pool if pool.supervisor == "cluster" else None

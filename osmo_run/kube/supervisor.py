@@ -62,7 +62,7 @@ class KubeSupervisor(local.Supervisor):
         except PoolConfigError as exc:
             raise RunnerError(str(exc)) from None
         # the values (from the submitting environment it inherited) go into each attempt's Secret only
-        credentials = resolve_workflow(workflow, settings.credentials, config=settings.source)
+        credentials = self.credentials_for(workflow, settings)
         api = api_client(pool.context)
         watcher = PodWatcher(api, pool.namespace, f"{LABEL_WORKFLOW}={label_value(self.id)}",
                              on_event=lambda line: print(f"workflow {self.id}: {line}", flush=True)).start()
@@ -77,6 +77,10 @@ class KubeSupervisor(local.Supervisor):
         self.dag = Dag.from_workflow(workflow)
         return RunContext(self.id, workflow, self.state, self.paths, settings, isolation, None, self.row["store"],
                           credentials=credentials)
+
+    def credentials_for(self, workflow, settings: Settings):
+        """Every task's credentials, resolved from this process's environment (inherited from the submit)."""
+        return resolve_workflow(workflow, settings.credentials, config=settings.source)
 
     def _admit(self, group) -> KubeGroupRun:
         return KubeGroupRun(self.ctx, group, self.kube)

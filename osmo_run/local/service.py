@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from osmo_run.kube.pool import PoolConfigError, parse_pool
+from osmo_run.kube.pool import PoolConfigError, cluster_pool, parse_pool
 from osmo_run.kube.volumes import check_workflow as check_volume_mounts
 from osmo_run.local import procs
 from osmo_run.local.credentials import CredentialError, masked_values, resolve_task, resolve_workflow
@@ -28,7 +28,7 @@ from osmo_run.local.paths import PRIVATE_FILE, PRIVATE_UMASK, StatePaths
 from osmo_run.local.pool import check_workflow, pool_capacity, pool_gpus
 from osmo_run.local.settings import Settings, load_settings
 from osmo_run.local.state import StateStore
-from osmo_run.local.statuses import WorkflowStatus, is_terminal
+from osmo_run.local.statuses import WorkflowStatus, is_terminal  # noqa: F401  (is_terminal: cli)
 from osmo_run.local.storecheck import check_store
 from osmo_run.spec import LoadedSpec, SpecError, load_rendered
 
@@ -43,9 +43,10 @@ SUPERVISORS = {"local": "osmo_run.local.supervisor", "kubernetes": "osmo_run.kub
 
 
 def submit(loaded: LoadedSpec, *, file: str | None, store: str | None,
-           runner: str | None = None) -> tuple[str, subprocess.Popen]:
+           runner: str | None = None) -> tuple[str, subprocess.Popen | None]:
     """Record the workflow and start its supervisor (on ``runner``, default: the pool config's
-    ``runner``, else local); returns the id and the supervisor process."""
+    ``runner``, else local); returns the id and the supervisor process (None: it runs in the cluster,
+    ``kube/remote.py``)."""
     workflow = loaded.workflow
     settings = load_settings()
     runner = runner or settings.runner
@@ -62,7 +63,12 @@ def submit(loaded: LoadedSpec, *, file: str | None, store: str | None,
             problems = [f"{settings.source}: {exc}"]
     if problems:
         raise RunnerError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-    resolve_workflow(workflow, settings.credentials, config=settings.source)  # values are not kept
+    credentials = resolve_workflow(workflow, settings.credentials, config=settings.source)
+    if runner == "kubernetes" and (pool := cluster_pool(settings.kubernetes)) is not None:
+        from osmo_run.kube import remote  # the Kubernetes client only where a cluster is used
+        return remote.submit(workflow, loaded.rendered.text, settings=settings, pool=pool,
+                             file=os.path.abspath(file) if file else None, store=store, credentials=credentials), None
+    del credentials  # the local supervisor resolves them again from the environment it inherits
     if runner == "local":
         check_store(settings, store)
     state = open_state()
@@ -103,8 +109,34 @@ def store_argument(value: str | None) -> str | None:
     return value  # a configured store name
 
 
+def _cluster_pool():
+    """The pool whose workflows' supervisors run in the cluster, or None (also when the pool config cannot
+    be read: reading this machine's workflows never depends on it)."""
+    try:
+        return cluster_pool(load_settings().kubernetes)
+    except RunnerError:
+        return None
+
+
+def in_cluster(workflow_id: str):
+    """The pool (``kube/remote.py``) when ``workflow_id`` is not on this machine and the pool config's
+    workflows run their supervisor in the cluster; else None."""
+    pool = _cluster_pool()
+    if pool is None:
+        return None
+    state = open_state()
+    try:
+        known = state.conn.execute("SELECT 1 FROM workflows WHERE id = ?", (workflow_id,)).fetchone()
+    finally:
+        state.close()
+    return None if known else pool
+
+
 def wait(workflow_id: str, proc: subprocess.Popen | None = None, timeout: float | None = None) -> dict[str, Any]:
     """Block until the workflow ends; its row."""
+    if proc is None and (pool := in_cluster(workflow_id)) is not None:
+        from osmo_run.kube import remote
+        return remote.wait(workflow_id, pool, timeout)
     state = open_state()
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
@@ -124,6 +156,9 @@ def wait(workflow_id: str, proc: subprocess.Popen | None = None, timeout: float 
 
 def cancel(workflow_id: str) -> dict[str, Any]:
     """Stop the workflow and wait until its supervisor (and so every task) is gone."""
+    if (pool := in_cluster(workflow_id)) is not None:
+        from osmo_run.kube import remote
+        return remote.cancel(workflow_id, pool, load_settings().grace_period)
     state = open_state()
     try:
         state.reconcile(workflow_id)
@@ -166,6 +201,9 @@ def _span(row: dict[str, Any], start: str = "started_at", end: str = "ended_at")
 
 def query(workflow_id: str) -> dict[str, Any]:
     """Everything known about one workflow, as ``query --json`` prints it."""
+    if (pool := in_cluster(workflow_id)) is not None:
+        from osmo_run.kube import remote
+        return remote.query(workflow_id, pool)
     state = open_state()
     try:
         state.reconcile(workflow_id)
@@ -198,18 +236,32 @@ def query(workflow_id: str) -> dict[str, Any]:
         state.close()
 
 
-def listing() -> list[dict[str, Any]]:
+def listing() -> tuple[list[dict[str, Any]], str | None]:
+    """This machine's workflows, then those recorded in the cluster (supervisor: cluster); and why the
+    cluster's could not be listed (None when they were, or there is no such pool)."""
     state = open_state()
     try:
         state.reconcile()
-        return [{"id": r["id"], "name": r["name"], "status": r["status"], "exit_code": r["exit_code"],
-                 "submitted": iso(r["submitted_at"]), **_span(r), "reason": r["reason"]}
-                for r in state.workflows()]
+        items = [{"id": r["id"], "name": r["name"], "status": r["status"], "exit_code": r["exit_code"],
+                  "submitted": iso(r["submitted_at"]), **_span(r), "reason": r["reason"]}
+                 for r in state.workflows()]
     finally:
         state.close()
+    pool = _cluster_pool()
+    if pool is None:
+        return items, None
+    from osmo_run.kube import remote
+    try:
+        here = {item["id"] for item in items}
+        return items + [item for item in remote.listing(pool) if item["id"] not in here], None
+    except RunnerError as exc:
+        return items, str(exc)
 
 
 def spec(workflow_id: str) -> str:
+    if (pool := in_cluster(workflow_id)) is not None:
+        from osmo_run.kube import remote
+        return remote.spec(workflow_id, pool)
     state = open_state()
     try:
         return state.workflow(workflow_id)["spec"]

@@ -17,7 +17,7 @@ from osmo_run.local.errors import NotFound, closest, did_you_mean
 from osmo_run.local.paths import StatePaths
 from osmo_run.local.procs import ProcessIdentity
 from osmo_run.local.statuses import GroupStatus, TaskStatus, WorkflowStatus, is_terminal
-from osmo_run.spec import format_workflow_id
+from osmo_run.spec import format_workflow_id, parse_workflow_id
 
 STARTUP_GRACE = 60.0  # seconds a workflow may have no recorded supervisor (submit is starting it)
 
@@ -51,12 +51,18 @@ class StateStore:
 
     # -- creating --------------------------------------------------------------------------------
     def create_workflow(self, name: str, spec: str, groups: Iterable[tuple[str, Iterable[tuple[str, bool]]]],
-                        *, file: str | None, store: str | None, settings: dict[str, Any]) -> str:
-        """Insert a PENDING workflow with its groups and tasks; returns its new id ``<name>-<n>``."""
+                        *, file: str | None, store: str | None, settings: dict[str, Any],
+                        workflow_id: str | None = None) -> str:
+        """Insert a PENDING workflow with its groups and tasks; returns its new id ``<name>-<n>`` (or
+        ``workflow_id``, allocated elsewhere: a workflow record in the cluster)."""
         now = time.time()
         with db.transaction(self.conn) as c:
-            seq = c.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM workflows WHERE name = ?", (name,)).fetchone()[0]
-            workflow_id = format_workflow_id(name, seq)
+            if workflow_id is None:
+                seq = c.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM workflows WHERE name = ?",
+                                (name,)).fetchone()[0]
+                workflow_id = format_workflow_id(name, seq)
+            else:
+                seq = parse_workflow_id(workflow_id)[1]
             c.execute("INSERT INTO workflows (id, name, seq, status, submitted_at, file, store, spec, settings) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (workflow_id, name, seq, WorkflowStatus.PENDING.value, now, file, store, spec,

@@ -69,7 +69,7 @@ def missing_binaries() -> list[str]:
     return missing + (["etcd"] if shutil.which("etcd") is None else [])
 
 
-def _write_pki(d: str) -> None:
+def _write_pki(d: str, extra_ips: tuple[str, ...] = ()) -> None:
     """ca.crt; apiserver.crt/.key for 127.0.0.1 signed by it; sa.key/sa.pub for service-account tokens;
     kubelet.crt/.key (a kubelet's serving certificate for 127.0.0.1) and kubelet-client.crt/.key (the API
     server's client certificate towards kubelets, in group system:masters). Every file is owner-only."""
@@ -110,7 +110,8 @@ def _write_pki(d: str) -> None:
     ca = cert("osmo-test-ca", ca_key, None, ca_key, ca=True)
     sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
             x509.IPAddress(next(ipaddress.ip_network(SERVICE_CIDR).hosts())),
-            *(x509.DNSName(n) for n in ("kubernetes", "kubernetes.default", "kubernetes.default.svc"))]
+            *(x509.DNSName(n) for n in ("kubernetes", "kubernetes.default", "kubernetes.default.svc")),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips)]  # e.g. a node bridge's gateway
     srv = cert("kube-apiserver", srv_key, ca, ca_key, ca=False,
                extra=[x509.SubjectAlternativeName(sans), x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH])])
     write("ca.crt", ca.public_bytes(serialization.Encoding.PEM))

@@ -54,6 +54,8 @@ NODE_TOOLS = ("containerd", "ctr", "runc", "dnsmasq", "unshare", "nsenter", "ip"
 # Pods request this fraction of the cpu a task asks for (its limits are unchanged): a two-core node runs
 # robot_simulation's three 1-cpu tasks at once.
 CPU_REQUEST_FRACTION = 0.1
+SUPERVISOR_RBAC = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "rbac", "osmo-supervisor.yaml")
+SUPERVISOR_TOKEN = "osmo-supervisor-token"  # the token Secret that file makes (this API server mounts none itself)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class KubeNode(KubeServer):
         self.gateway = ""
         self.cgroup_root = ""
         self.dns: net.ClusterDns | None = None
+        self.api_relay: net.TcpRelay | None = None
         self.s3 = None
         self.timings: dict[str, float] = {}
 
@@ -102,6 +105,7 @@ class KubeNode(KubeServer):
         self._start_control_plane_and_runtime()
         self.timings["control plane + containerd"] = time.monotonic() - t0
         self.start_controllers()
+        self.api_relay = net.TcpRelay(self.gateway, self.port).start()
         kubelet_port, healthz_port = free_port(), free_port()
         with open(os.path.join(d, "kubelet.json"), "w") as f:
             f.write(runtime.kubelet_config(d, port=kubelet_port, healthz_port=healthz_port,
@@ -193,7 +197,7 @@ class KubeNode(KubeServer):
     def _write_pki_and_kubeconfig(self) -> None:
         from .kube import _write_pki
 
-        _write_pki(self.dir)
+        _write_pki(self.dir, extra_ips=(self.gateway,))  # pods reach the API server through the gateway
         write_private(os.path.join(self.dir, "tokens.csv"), f"{self.token},admin,admin-uid,system:masters\n")
         self._write_kubeconfig()
 
@@ -258,17 +262,41 @@ class KubeNode(KubeServer):
         if self.s3:
             core.create_namespaced_secret(namespace, client.V1Secret(
                 metadata=client.V1ObjectMeta(name=STORE_SECRET), string_data=self.store_env()))
+        self._supervisor_account(namespace)
+
+    def _supervisor_account(self, namespace: str) -> None:
+        """The in-cluster supervisor's ServiceAccount, Role, RoleBinding and token Secret, from the project's
+        own deploy/rbac/osmo-supervisor.yaml (this API server authorizes with RBAC); waits for the token."""
+        import yaml
+        from kubernetes import client, utils
+
+        with open(SUPERVISOR_RBAC, encoding="utf-8") as f:
+            objects = [o for o in yaml.safe_load_all(f.read().replace("NAMESPACE", namespace)) if o]
+        try:
+            utils.create_from_yaml(self.api_client(), yaml_objects=objects)
+        except utils.FailToCreateError as exc:
+            if any(getattr(e, "status", None) != 409 for e in exc.api_exceptions):
+                raise
+        core = client.CoreV1Api(self.api_client())
+        self.wait_until(lambda: (core.read_namespaced_secret(SUPERVISOR_TOKEN, namespace).data or {}).get("token"),
+                        f"the token of ServiceAccount osmo-supervisor in namespace {namespace}")
 
     def pool_section(self, namespace: str) -> dict:
-        """The ``kubernetes:`` section of a pool config that runs workflows on this node."""
+        """The ``kubernetes:`` section of a pool config that runs workflows on this node (add ``supervisor:
+        cluster`` to run their supervisors on it too)."""
         section = {"namespace": namespace, "scheduler": "none", "sidecar_image": self.sidecar_image,
-                   "image_pull_policy": "IfNotPresent", "request_fraction": {"cpu": CPU_REQUEST_FRACTION}}
+                   "image_pull_policy": "IfNotPresent", "request_fraction": {"cpu": CPU_REQUEST_FRACTION},
+                   "supervisor_token_secret": SUPERVISOR_TOKEN,
+                   "api_server_from_pods": f"{self.api_relay.host}:{self.api_relay.port}"}
         if self.s3:
             section.update(store=self.store_url, store_secret=STORE_SECRET)
         return section
 
     # --------------------------------------------------------------------------------------------- stop
     def _stop(self) -> None:
+        if self.api_relay is not None:
+            self.api_relay.stop()
+            self.api_relay = None
         if self.dns is not None:
             self.dns.stop()
         self.stop_daemon("kubelet")

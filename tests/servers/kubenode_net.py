@@ -28,6 +28,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 
 CLUSTER_DOMAIN = "cluster.local"
 SUBNET_POOL = ipaddress.ip_network("10.244.0.0/16")
@@ -124,8 +125,32 @@ class ClusterDns:
         self.errors = 0
         self.updates = 0
 
+    def end_strays(self) -> list[int]:
+        """SIGKILL every dnsmasq serving this gateway: one that outlived a killed test process (dnsmasq drops
+        root for nobody, and the kernel then forgets to kill it with its parent), holding the address.
+        The bridge and its gateway are the node's own, so nothing else serves it. Returns their pids."""
+        ended = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if argv and os.path.basename(argv[0]) == b"dnsmasq" and \
+                    f"--listen-address={self.gateway}".encode() in argv:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                    ended.append(int(pid))
+                except OSError:
+                    continue
+        deadline = time.monotonic() + 5
+        while any(os.path.exists(f"/proc/{pid}") for pid in ended) and time.monotonic() < deadline:
+            time.sleep(0.05)  # its socket is free once it is gone
+        return ended
+
     def argv(self) -> list[str]:
         """dnsmasq in the foreground, no config file, nothing but the hosts file; it drops root for nobody."""
+        self.end_strays()
         os.makedirs(self.folder, mode=0o755, exist_ok=True)
         with open(self.hosts_file, "w") as f:
             f.write("")
@@ -172,3 +197,58 @@ class ClusterDns:
             self.updates += 1
             if self._proc is not None and self._proc.poll() is None:
                 os.kill(self._proc.pid, signal.SIGHUP)
+
+
+class TcpRelay:
+    """Listens on ``host`` (a bridge's gateway: the only host address pods reach) and relays each connection to
+    ``127.0.0.1:target_port``, byte for byte (TLS passes through untouched). The node's API server listens on
+    loopback only; pods reach it, as on a cluster, at ``HOST:PORT`` (the pool's ``api_server_from_pods``)."""
+
+    def __init__(self, host: str, target_port: int) -> None:
+        import socket
+
+        self.target = ("127.0.0.1", target_port)
+        self._sock = socket.create_server((host, 0))
+        self.host, self.port = host, self._sock.getsockname()[1]
+        self._stop = threading.Event()
+
+    def start(self) -> "TcpRelay":
+        threading.Thread(target=self._accept, name="osmo-kubenode-relay", daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+                upstream.settimeout(None)
+            except OSError:
+                conn.close()
+                continue
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink) -> None:
+        import socket
+
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s, how in ((sink, socket.SHUT_WR), (source, socket.SHUT_RD)):
+                try:
+                    s.shutdown(how)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._sock.close()
