@@ -225,12 +225,8 @@ def logs(workflow_id: str, task: str | None, follow: bool) -> None:
             click.echo(f"{name} | {line}" if prefix else line)
             sys.stdout.flush()
         return
-    live = {name: (attempt, pool) for name, attempt, pool in service.running_kube_attempts(workflow_id, task)}
     for name, path in paths.items():
         text = task_logs.read(path, secrets)
-        if name in live:  # a running pod on Kubernetes: what its containers have logged so far
-            from osmo_run.kube.logs import live_logs
-            text += live_logs(live[name][1], workflow_id, name, live[name][0])
         if not prefix:
             click.echo(text, nl=False)
             continue
@@ -246,7 +242,7 @@ def _cluster_logs(workflow_id: str, pool, task: str | None, follow: bool) -> Non
     shown: dict[str, int] = {}
     while True:
         done = follow and service.is_terminal(remote.query(workflow_id, pool)["status"])
-        texts = remote.logs(workflow_id, pool, task, live=not follow)  # follow: what was published
+        texts = remote.logs(workflow_id, pool, task)
         for name, text in texts.items():
             if follow:
                 new, shown[name] = text[shown.get(name, 0):], len(text)

@@ -30,9 +30,10 @@ could not be delivered), the pod is deleted instead.
 
 The sidecar containers' termination messages are their ``DataStatus`` (``--status-message``): the
 dataset versions read and written (recorded per attempt, for ``osmo workflow query``) and the reason of a
-failure; any other container's (``FallbackToLogsOnError``: the end of its log) gives the reason. When the
-attempt ends, the logs of its containers are appended to the task log, the task's credential values
-masked, so ``osmo workflow logs`` reads them after the pod is gone.
+failure; any other container's (``FallbackToLogsOnError``: the end of its log) gives the reason. While the
+command runs, its lines are copied into the task log as they come (``livelog.py``); when the attempt ends,
+the rest of the containers' logs are appended, the task's credential values masked, so ``osmo workflow
+logs`` (and ``--follow``) read them while the pod runs and after it is gone.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from osmo_run.contract import INPUT_FAILED, OUTPUT_FAILED, DataStatus
+from osmo_run.kube.livelog import LiveLog
 from osmo_run.kube.objects import INIT_CONTAINER, SIDECAR_CONTAINER, TASK_CONTAINER
 from osmo_run.local import logs
 from osmo_run.local.attempt import NO_UPLOAD, Outcome
@@ -112,6 +114,7 @@ class KubeAttempt:
         self._kill_at: float | None = None
         self._delete_at: float | None = None
         self._resignal_at: float | None = None  # when to try a signal that could not be delivered again
+        self.live: LiveLog | None = None  # copies the command's lines into the task log while it runs
 
     @property
     def done(self) -> bool:
@@ -140,6 +143,8 @@ class KubeAttempt:
         if result.ok:
             self.phase = "RUNNING"  # as the local runner, the command's start is when it was told to go
             self.record(status="RUNNING", started_at=self._go_sent, command_started_at=self._go_sent)
+            self.live = LiveLog(self.kube.api, self.kube.pool.namespace, self.pod, self.log_path, self.mask,
+                                self._read_log).start()
             return
         if self._go_failing_since is None:
             self._go_failing_since = now
@@ -245,12 +250,19 @@ class KubeAttempt:
         self.phase = "DONE"
         self._save_logs()
 
+    def _read_log(self, container: str) -> str:
+        return read_container_log(self.kube.api, self.kube.pool.namespace, self.pod, container, LOG_LINES)
+
     def _save_logs(self) -> None:
         """Append each container's log to the task log as its own lines (the command's output as the
-        local runner writes it), under a runner notice naming the container."""
+        local runner writes it), under a runner notice naming the container; the init and task containers'
+        are there already when the command's lines were copied as they came (``livelog.py``)."""
+        live = self.live.finish() if self.live is not None else False
         for container in (INIT_CONTAINER, TASK_CONTAINER, SIDECAR_CONTAINER):
+            if live and container != SIDECAR_CONTAINER:
+                continue
             try:
-                text = read_container_log(self.kube.api, self.kube.pool.namespace, self.pod, container, LOG_LINES)
+                text = self._read_log(container)
             except ApiException as exc:
                 logs.note(self.log_path, f"--- pod {self.pod}, container {container}: no log ({exc.status} "
                                          f"{exc.reason}) ---")

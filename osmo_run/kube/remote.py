@@ -4,8 +4,8 @@ Such a workflow has no row in this machine's state database: its record in the c
 is its state, so any machine with the kubeconfig and the same pool config (namespace, context) sees it
 the same way. ``submit`` creates the record and the supervisor pod (``incluster.launch``) and returns;
 ``query``/``listing``/``wait`` read the record; ``cancel`` asks through it and waits for the supervisor
-to end the workflow; ``logs`` gives each task's published log plus, for a task running now, what its
-pod's containers have logged so far (``logs.live_logs``).
+to end the workflow; ``logs`` gives each task's published log (a running command's lines included, as
+the supervisor copies them in: ``livelog.py``).
 
 A supervisor pod that ended (or vanished) while its record still says the workflow runs is reported as
 FAILED with the pod's reason; the record itself is only ever written by its supervisor.
@@ -21,7 +21,7 @@ from osmo_run.kube.pool import KubePool
 from osmo_run.kube.records import ClusterRecords, Record, RecordError
 from osmo_run.kube.supervisor import api_client
 from osmo_run.local.errors import CONFLICT, NotFound, RunnerError, closest, did_you_mean
-from osmo_run.local.settings import Settings, load_settings
+from osmo_run.local.settings import Settings
 from osmo_run.local.statuses import is_terminal
 
 START_GRACE = 120.0  # seconds a new record may have no supervisor pod yet (image pull, scheduling)
@@ -163,16 +163,12 @@ def _end_unstarted_supervisor(records: ClusterRecords, workflow_id: str) -> None
         return
 
 
-def logs(workflow_id: str, pool: KubePool, task: str | None, live: bool = True) -> dict[str, str]:
-    """Each task's published log (or only ``task``'s); with ``live``, plus what the containers of a task
-    running now have logged so far."""
-    from osmo_run.kube.logs import live_logs
-
+def logs(workflow_id: str, pool: KubePool, task: str | None) -> dict[str, str]:
+    """Each task's published log (or only ``task``'s)."""
     records, record = _find(workflow_id, pool)
-    state = _state(records, record)
-    tasks = {t["name"]: t for g in state.get("groups", []) for t in g.get("tasks", [])}
+    tasks = [t["name"] for g in record.state.get("groups", []) for t in g.get("tasks", [])]
     if task is not None and task not in tasks:
-        near = closest(task, list(tasks))
+        near = closest(task, tasks)
         raise NotFound(f"workflow {workflow_id} has no task {task!r}"
                        + (did_you_mean(near) if near else f" (tasks: {', '.join(tasks)})"),
                        workflow=workflow_id, task=task, suggestions=near or None)
@@ -180,13 +176,4 @@ def logs(workflow_id: str, pool: KubePool, task: str | None, live: bool = True) 
         published = records.logs(workflow_id)
     except RecordError as exc:
         raise _translate(exc) from None
-    out = {}
-    for name, info in tasks.items():
-        if task is not None and name != task:
-            continue
-        text = published.get(name, "")
-        attempts = info.get("attempts") or []
-        if live and attempts and not is_terminal(info.get("status", "WAITING")):
-            text += live_logs(load_settings().kubernetes, workflow_id, name, attempts[-1]["attempt"])
-        out[name] = text
-    return out
+    return {name: published.get(name, "") for name in tasks if task is None or name == task}

@@ -311,19 +311,6 @@ def log_secrets(workflow_id: str) -> tuple[str, ...]:
     return masked_values(values)
 
 
-def running_kube_attempts(workflow_id: str, task: str | None) -> list[tuple[str, int, dict | None]]:
-    """For a workflow on Kubernetes: ``(task, attempt, kubernetes section)`` of its running tasks."""
-    state = open_state()
-    try:
-        settings = json.loads(state.workflow(workflow_id)["settings"] or "{}")
-        if settings.get("runner") != "kubernetes":
-            return []
-        return [(t["name"], t["attempts"], settings.get("kubernetes")) for t in state.tasks(workflow_id)
-                if (task is None or t["name"] == task) and t["attempts"] and not is_terminal(t["status"])]
-    finally:
-        state.close()
-
-
 def is_finished(workflow_id: str) -> bool:
     state = open_state()
     try:

@@ -11,12 +11,16 @@ what it may do, and the API server enforces it (RBAC)."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import textwrap
+import threading
 import time
 
 import pytest
 from kubernetes import client
 
+from helpers.waiting import wait_for
 from kube.node_osmo import NodeOsmo
 from run.conftest import tasks_of
 
@@ -113,10 +117,19 @@ def test_a_fresh_machine_cancels_a_workflow_running_in_the_cluster(cluster_run):
     spec = root / "sleeper.yaml"
     spec.write_text(textwrap.dedent(SLEEPER))
     workflow_id = other.submit(spec, wait=False)
-    other.wait_log(workflow_id, "sleeping", timeout=180)
+    follow = subprocess.Popen([sys.executable, "-m", "osmo_store.cli.main", "workflow", "logs", workflow_id,
+                               "--follow"], env=other.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    reader = threading.Thread(target=lambda: seen.extend(follow.stdout), daemon=True)
+    reader.start()
+    wait_for(lambda: any("sleeper | sleeping" in line for line in seen), 180,
+             "the running command's line in logs --follow", interval=0.5)  # live, while the pod runs
     third = _osmo(root / "third", node, other.env["OSMO_STORE"])
     done = third("cancel", workflow_id, "--json").json()
     assert done == {"id": workflow_id, "status": "FAILED_CANCELED"}
+    assert follow.wait(30) == 0, follow.stderr.read()  # --follow ends with the workflow
+    reader.join(10)
+    assert sum("sleeper | sleeping" in line for line in seen) == 1, seen  # each line once
     assert third("cancel", workflow_id, check=False).code == 4  # already ended
     core = client.CoreV1Api(node.api_client())
     assert core.list_namespaced_pod(NAMESPACE, label_selector=f"osmo.workflow={workflow_id}").items == []

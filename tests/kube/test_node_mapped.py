@@ -120,7 +120,7 @@ def test_credentials_reach_the_task_and_never_show_in_its_logs(mapped):
     osmo, workflow_id = mapped.osmo, mapped.ids["creds"]
     live = wait_for(lambda: (lambda text: text if "the variable and the file agree" in text else None)(
         osmo.logs(workflow_id, "secretive")), 180, "the running pod's live log lines", interval=1.0)
-    assert "(running), container task" in live and "token=***" in live and TOKEN not in live
+    assert "container task ---" in live and "token=***" in live and TOKEN not in live  # copied as it ran
     assert "file=*** mode=400" in live and "hello from the host" in live  # the credential file; the host folder
     (mapped.hostdir / "release").write_text("")
     info = osmo.wait(workflow_id, 180)
