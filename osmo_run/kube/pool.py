@@ -16,8 +16,9 @@ names the file)::
       image_pull_policy: IfNotPresent   # Always | IfNotPresent | Never (default: the cluster's rule)
       request_fraction: {cpu: 0.1}  # pods request this fraction of the cpu/memory a task asks for
       host_paths: [/data, /mnt/shared]  # volumeMounts may mount these host folders (and below); default none
-      supervisor: cluster           # where a workflow's supervisor runs: cluster (a pod; the workflow runs on
-                                    # without the submitting machine) | local (a process of the submitting machine)
+      supervisor: cluster           # where a workflow's supervisor runs: cluster (the default: a pod; the workflow
+                                    # runs on without the submitting machine) | local (a process of the submitting
+                                    # machine; no RBAC for a supervisor needed)
       supervisor_service_account: osmo-supervisor   # its ServiceAccount (RBAC: docs/KUBERNETES.md)
       supervisor_token_secret: osmo-supervisor-token  # mount this token Secret (clusters without automount)
       api_server_from_pods: 10.0.0.1:6443  # where pods reach the API server, if not the kubernetes Service
@@ -70,7 +71,7 @@ class KubePool:
     request_fraction: dict[str, float] = field(default_factory=dict)
     platforms: dict[str, Placement] = field(default_factory=dict)
     host_paths: tuple[str, ...] = ()  # absolute, normalised prefixes volumeMounts may use
-    supervisor: str = "local"
+    supervisor: str = "cluster"
     supervisor_service_account: str | None = "osmo-supervisor"
     supervisor_token_secret: str | None = None
     api_server_from_pods: str | None = None  # HOST:PORT
@@ -99,7 +100,7 @@ def parse_pool(raw: Any) -> KubePool:
     if values.get("image_pull_policy", "Always") not in PULL_POLICIES:
         raise PoolConfigError(f"kubernetes.image_pull_policy: expected one of {', '.join(PULL_POLICIES)}, "
                               f"got {values['image_pull_policy']!r}")
-    if values.get("supervisor", "local") not in SUPERVISOR_PLACES:
+    if values.get("supervisor", "cluster") not in SUPERVISOR_PLACES:
         raise PoolConfigError(f"kubernetes.supervisor: expected one of {', '.join(SUPERVISOR_PLACES)}, "
                               f"got {values['supervisor']!r}")
     host, _, port = values.get("api_server_from_pods", "x:1").rpartition(":")
@@ -153,8 +154,8 @@ def _host_paths(raw: Any) -> tuple[str, ...]:
 
 
 def cluster_pool(section: Any) -> KubePool | None:
-    """The pool of a ``kubernetes:`` section whose workflows' supervisors run in the cluster, else None
-    (no section, a bad one, or ``supervisor: local``)."""
+    """The pool of a ``kubernetes:`` section whose workflows' supervisors run in the cluster (the default),
+    else None (no section, a bad one, or ``supervisor: local``)."""
     if section is None:
         return None
     try:

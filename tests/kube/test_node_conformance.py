@@ -3,8 +3,8 @@ run unchanged with ``--runner kubernetes`` on the real one-node cluster (``kube_
 results as on the local runner (tests/run/test_conformance_workflows.py, whose inputs this test shares:
 the same ``--set`` values, the same seeded ``my-bucket``). Pods pull nothing: the test task image answers
 to every image name the tutorials use. Each workflow has its own store (a prefix of the node's S3
-bucket) and its own namespace, except dataset_upload and dataset_download, which share both (a
-workflow's id is unique in its submitter's state only: two with one id in one namespace would collide).
+bucket) and its own namespace, except dataset_upload and dataset_download, which share both. Their
+supervisors run in the cluster (the pool's default, ``supervisor: cluster``).
 
 All workflows are submitted at once when the first test needs them and run side by side on the node;
 the slow ones (``combination_workflow_complex.yaml`` sleeps 120 s in its lead) are checked last

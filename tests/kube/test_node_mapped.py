@@ -91,7 +91,8 @@ class Mapped:
                              OSMO_TEST_ROBOT_TOKEN=TOKEN)
         self.osmo.pool(grace_period="2s", credentials={"robot_env": {"env": {"token": "OSMO_TEST_ROBOT_TOKEN"}},
                                                        "robot_file": {"file": str(creds)}},
-                       kubernetes={**node.pool_section(NAMESPACE), "store": store, "host_paths": [str(root)]})
+                       kubernetes={**node.pool_section(NAMESPACE), "store": store, "host_paths": [str(root)],
+                                   "supervisor": "local"})  # the supervisor of the submitting machine, on real pods
         s3 = node.s3.client()
         try:
             s3.create_bucket(Bucket=CHECKPOINT_BUCKET)

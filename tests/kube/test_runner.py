@@ -24,7 +24,7 @@ def kosmo(tmp_path, kube_server, kube_namespace):
     """``osmo workflow`` with a pool whose kubernetes: section names the test namespace; a thread
     plays the kubelet's part of pod deletion (a pod marked for deletion is removed)."""
     osmo = Osmo(tmp_path, KUBECONFIG=kube_server.kubeconfig)
-    osmo.pool(grace_period="1s", kubernetes={"namespace": kube_namespace, "scheduler": "none",
+    osmo.pool(grace_period="1s", kubernetes={"namespace": kube_namespace, "scheduler": "none", "supervisor": "local",
                                              "sidecar_image": "osmo-sidecar:test", "store": "s3://bucket/osmo"})
     osmo.namespace = kube_namespace
     osmo.core = client.CoreV1Api(kube_server.api_client())
