@@ -4,7 +4,10 @@ results as on the local runner (tests/run/test_conformance_workflows.py, whose i
 the same ``--set`` values, the same seeded ``my-bucket``). Pods pull nothing: the test task image answers
 to every image name the tutorials use. Each workflow has its own store (a prefix of the node's S3
 bucket) and its own namespace, except dataset_upload and dataset_download, which share both. Their
-supervisors run in the cluster (the pool's default, ``supervisor: cluster``).
+supervisors are processes of the test (``supervisor: local``): 16 supervisor pods at once slow the whole
+suite on two cores (the tutorials with supervisors in the cluster: 17 passed in 4 min 42 s once, and one
+lost its ``go`` through the test relay under CI load; test_node_incluster.py and test_node_failures.py run
+theirs in the cluster).
 
 All workflows are submitted at once when the first test needs them and run side by side on the node;
 the slow ones (``combination_workflow_complex.yaml`` sleeps 120 s in its lead) are checked last
@@ -43,7 +46,8 @@ class NodeConformance:
                           OSMO_STORE=store)
         namespace = NAMESPACE.format(key=key)
         self.node.prepare_namespace(namespace)
-        runner.pool(grace_period="2s", kubernetes={**self.node.pool_section(namespace), "store": store})
+        runner.pool(grace_period="2s", kubernetes={**self.node.pool_section(namespace), "store": store,
+                                                   "supervisor": "local"})  # CI time: 16 supervisor pods load the node
         return runner
 
     def start(self) -> None:
