@@ -193,10 +193,25 @@ class ClusterDns:
                 f.write("".join(line + "\n" for line in lines))
             os.chmod(temporary, 0o644)
             os.replace(temporary, self.hosts_file)
+            if self._proc is not None and self._proc.poll() is None:
+                if not _catches_hup(self._proc.pid):
+                    continue  # still starting (it reads the file then): a SIGHUP now would end it; next tick
+                os.kill(self._proc.pid, signal.SIGHUP)
             current = lines
             self.updates += 1
-            if self._proc is not None and self._proc.poll() is None:
-                os.kill(self._proc.pid, signal.SIGHUP)
+
+
+def _catches_hup(pid: int) -> bool:
+    """``pid`` has a SIGHUP handler (bit 0 of SigCgt in /proc/PID/status): dnsmasq installs it while starting,
+    and a SIGHUP before that ends it (CI saw "dnsmasq exited (-1)" on a loaded machine)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & 1)
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 class TcpRelay:
