@@ -76,6 +76,13 @@ def engine_osmo(tmp_path, podman_store):
     _kill_leftovers(runner)
 
 
+def _ended(early_runs, key: str, workflow_id: str) -> tuple[Osmo, dict, str]:
+    """An early workflow once it ended: its runner, ``query`` and logs."""
+    engine_osmo = early_runs[key]
+    engine_osmo.wait(workflow_id, 120)
+    return engine_osmo, engine_osmo.query(workflow_id), engine_osmo.logs(workflow_id)
+
+
 def _out(info: dict, task: str) -> Path:
     return Path(tasks_of(info)[task]["attempts"][-1]["run_dir"]) / "data" / "output"
 
@@ -189,10 +196,7 @@ def _start_env(engine_osmo: Osmo, tmp_path: Path) -> None:
 
 
 def test_environment_and_credentials_reach_the_task_masked(early_runs, podman_store):
-    engine_osmo = early_runs["env"]
-    engine_osmo.wait("env-1", 120)
-    info = engine_osmo.query("env-1")
-    logs = engine_osmo.logs("env-1")
+    engine_osmo, info, logs = _ended(early_runs, "env", "env-1")
     assert info["status"] == "COMPLETED", logs
     assert "show | MODE=fast key=***" in logs
     assert "show | ***" in logs and KEY_LINE2 not in logs  # each line of a value of several lines is masked
@@ -237,10 +241,7 @@ echo "peer says $(cat {{output}}/by-address.txt)"
 
 
 def test_host_tokens_reach_a_peer_listening_on_the_same_port(early_runs, podman_store):
-    engine_osmo = early_runs["pair"]
-    engine_osmo.wait("pair-1", 120)
-    info = engine_osmo.query("pair-1")
-    logs = engine_osmo.logs("pair-1")
+    engine_osmo, info, logs = _ended(early_runs, "pair", "pair-1")
     assert info["status"] == "COMPLETED", logs
     hosts = {name: task["host"] for name, task in tasks_of(info).items()}
     assert hosts["alpha"] != hosts["beta"] and all(h.startswith("10.214.") for h in hosts.values()), hosts
@@ -281,10 +282,7 @@ def _start_late_lead(engine_osmo: Osmo, tmp_path: Path) -> None:
 
 
 def test_the_lead_head_start_counts_from_its_container_start(early_runs, podman_store):
-    engine_osmo = early_runs["late_lead"]
-    engine_osmo.wait("late-lead-1", 120)
-    info = engine_osmo.query("late-lead-1")
-    logs = engine_osmo.logs("late-lead-1")
+    engine_osmo, info, logs = _ended(early_runs, "late_lead", "late-lead-1")
     assert info["status"] == "COMPLETED", logs
     assert "client | got hello" in logs and "server | served" in logs  # the client waited for the late lead
     podman_store.check_empty(engine_osmo)
