@@ -34,6 +34,7 @@ class Sleepers(DaemonServer):
 
     def _start(self) -> None:
         self.make_dir()
+        self.made = self.dir
         self.spawn("a", ["sh", "-c", "sleep 300 & echo started; wait"])
         self.spawn("b", ["sh", "-c", "echo b is failing; exit 3" if self.b_fails else "touch b.ready; exec sleep 300"])
         self.wait_until(lambda: os.path.exists(os.path.join(self.dir, "b.ready")) and
@@ -69,8 +70,8 @@ def test_a_daemon_that_exits_fails_the_start_naming_it_with_its_log_and_cleans_u
     with pytest.raises(SleeperError, match=r"(?s)b exited \(3\) while waiting for a and b ready.*b is failing"):
         server.start()
     assert server.dir is None and server.procs == {}
-    leftovers = [d for d in os.listdir(tempfile.gettempdir()) if d.startswith(Sleepers.dir_prefix)]
-    assert leftovers == []
+    assert server.made.startswith(os.path.join(tempfile.gettempdir(), Sleepers.dir_prefix))
+    assert not os.path.exists(server.made)  # (other test processes may have folders of this prefix)
 
 
 def test_a_directory_left_by_a_killed_process_is_removed_by_the_next_start(tmp_path):

@@ -404,7 +404,9 @@ def test_a_killed_supervisor_leaves_nothing_once_the_next_workflow_ran(engine_os
     wait_for(lambda: [n for n in podman_store.leftovers(engine_osmo) if "-a-a1" in n] == [], 30,
              "the container removed")
     assert engine_osmo.query(workflow_id)["status"] == "FAILED"
-    assert len(podman_store.leftovers(engine_osmo)) == 1  # the group's network: its owner is dead
+    # the group's network stays (its owner is dead) until a supervisor's sweep: the next workflow's here,
+    # unless an earlier test's workflow still running on this runner swept it first
+    assert len(podman_store.leftovers(engine_osmo)) <= 1
     short = write_spec(tmp_path, """
         workflow:
           name: next
