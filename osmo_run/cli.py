@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import click
 
+from osmo_run.interactive_cli import exec_command, port_forward
 from osmo_run.local import logs as task_logs
 from osmo_run.local import report, service
 from osmo_run.local.errors import INTERNAL, INTERRUPTED, RunnerError
@@ -273,6 +274,10 @@ def spec(workflow_id: str) -> None:
     """Print the rendered spec a workflow was submitted with."""
     text = service.spec(workflow_id)
     click.echo(text, nl=not text.endswith("\n"))
+
+
+workflow.add_command(exec_command)
+workflow.add_command(port_forward)
 
 
 @click.group("pool", cls=WorkflowGroup)

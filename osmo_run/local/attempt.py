@@ -36,7 +36,7 @@ from typing import Any
 
 from osmo_run.contract import (DOWNLOAD_STATUS, EXIT_CODE_FILE, INPUT_FAILED, OUTPUT_FAILED,
                                UPLOAD_STATUS)
-from osmo_run.local import cgroups, logs, procs
+from osmo_run.local import access, cgroups, logs, procs
 from osmo_run.local.engine_cli import EngineCli
 from osmo_run.local.prepare import AttemptPlan
 from osmo_run.local.statuses import START_FAILED, highest_code
@@ -146,6 +146,10 @@ class Attempt:
                 os.close(x)
         self._ready, self._go = ready_r, go_w
         self.phase = "LAUNCHED"
+        try:
+            access.write_record(self.plan.run.root, self.proc.pid, self.plan.init, container=self.plan.image is not None)
+        except OSError as exc:
+            logs.note(self.log_path, f"exec and port-forward will not reach this task: {exc}")
         if self.cgroup is not None:
             try:
                 self.cgroup.join(self.proc.pid)  # before "go": the command and all it starts are inside
