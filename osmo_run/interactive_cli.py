@@ -21,6 +21,7 @@ import click
 
 from osmo_run.local import reach, service
 from osmo_run.local.access import DEFAULT_SHELL
+from osmo_run.local.debug import debug_copy
 from osmo_run.local.errors import CONFLICT, USAGE, RunnerError
 from osmo_run.portforward import Forwarder, parse_ports
 
@@ -51,6 +52,19 @@ def _exec_local(workflow_id: str, task: str, argv: list[str], tty: bool) -> None
     except OSError as exc:
         raise RunnerError(f"cannot run {command[0]}: {exc.strerror or exc}", 127 if isinstance(exc, FileNotFoundError) else 126,
                           workflow=workflow_id, task=task) from None
+
+
+def _exec_debug(workflow_id: str, task: str, retry: int | None, argv: list[str], tty: bool) -> int:
+    """The command in a copy of the ended attempt (``local/debug.py``); the copy goes when it exits."""
+    with debug_copy(workflow_id, task, retry) as access:
+        command, env, cwd = access.exec_argv(argv, tty)
+        click.echo(f"osmo: {access.describe}: its view as the attempt left it, without its command "
+                   "(removed when this command exits)", err=True)
+        previous = signal.signal(signal.SIGINT, lambda *_: None)  # Ctrl-C is the shell's
+        try:
+            return subprocess.call(command, env=env, cwd=cwd)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _exec_group(ctx: click.Context, workflow_id: str, group: str, argv: list[str]) -> None:
@@ -96,8 +110,14 @@ def _exec_group(ctx: click.Context, workflow_id: str, group: str, argv: list[str
                                                "line is printed under its task's name.")
 @click.option("--tty/--no-tty", default=None, help="Give the command a terminal (default: when stdin and "
                                                    "stdout are terminals).")
+@click.option("--debug", is_flag=True, help="The task has ended: start a copy of its view (image, files, "
+                                            "environment, its run folder as it was) without its command, run "
+                                            "the shell or command there, and remove the copy after.")
+@click.option("--retry", type=click.IntRange(min=1), metavar="N",
+              help="With --debug: the attempt to copy (1 is the first; default: the last).")
 @click.pass_context
-def exec_command(ctx: click.Context, workflow_id: str, task: str | None, group: str | None, tty: bool | None) -> None:
+def exec_command(ctx: click.Context, workflow_id: str, task: str | None, group: str | None, tty: bool | None,
+                 debug: bool, retry: int | None) -> None:
     """Run a command in a running task: osmo workflow exec WF [TASK] [-- CMD...].
 
     Without CMD: an interactive shell (bash if the task has it, else sh). stdin, stdout, stderr and the
@@ -106,6 +126,10 @@ def exec_command(ctx: click.Context, workflow_id: str, task: str | None, group: 
     environment and working folder; on Kubernetes in the task's container through the API.
     """
     argv: list[str] = ctx.meta.get("osmo.command", [])
+    if retry is not None and not debug:
+        raise RunnerError("--retry N picks the attempt --debug copies: exec reaches the running attempt", USAGE)
+    if group is not None and debug:
+        raise RunnerError("--debug copies one task: give TASK, not --group", USAGE)
     if group is not None:
         if task is not None:
             raise RunnerError("give either TASK or --group, not both", USAGE)
@@ -118,6 +142,10 @@ def exec_command(ctx: click.Context, workflow_id: str, task: str | None, group: 
     pool = reach.kube_pool(workflow_id)
     info = service.query(workflow_id)
     name = reach.find_task(info, task)["name"]
+    if debug:
+        if pool is not None:
+            raise RunnerError("--debug works on the local runner's workflows only (on Kubernetes: not yet)", USAGE)
+        ctx.exit(_exec_debug(workflow_id, name, retry, argv, tty))
     if pool is None:
         _exec_local(workflow_id, name, argv, tty)
         return

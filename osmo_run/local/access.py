@@ -68,6 +68,14 @@ def _first_child(pid: int) -> int | None:
     return min(kids)[1] if kids else None
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def _environ(pid: int) -> dict[str, str]:
     with open(f"/proc/{pid}/environ", "rb") as f:
         raw = f.read()
@@ -119,6 +127,8 @@ class TaskAccess:
         pid = _first_child(parent)
         if pid is None:
             raise RunnerError(f"{self.describe}: its command is not running", CONFLICT)
+        if _cmdline(pid) == _cmdline(parent):  # forked, not yet the command: its environment is the launcher's
+            raise RunnerError(f"{self.describe} has not started its command yet", CONFLICT)
         return pid
 
     def container_pid(self) -> int:
@@ -140,7 +150,7 @@ class TaskAccess:
 
     # -- command lines -------------------------------------------------------------------------
     def _nsenter(self, target: int, *flags: str) -> list[str]:
-        user = ["--user"] if self.record.get("rootless") or self.record.get("engine", {}).get("rootless") else []
+        user = ["--user", "--preserve-credentials"] if self.record.get("rootless") or self.record.get("engine", {}).get("rootless") else []
         return ["nsenter", f"--target={target}", *user, *flags]
 
     def exec_argv(self, argv: list[str], tty: bool) -> tuple[list[str], dict[str, str] | None, str | None]:

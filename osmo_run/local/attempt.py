@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -37,26 +36,16 @@ from typing import Any
 from osmo_run.contract import (DOWNLOAD_STATUS, EXIT_CODE_FILE, INPUT_FAILED, OUTPUT_FAILED,
                                UPLOAD_STATUS)
 from osmo_run.local import access, cgroups, logs, procs
+from osmo_run.local.launcher import Launched, memory_file, start
 from osmo_run.local.engine_cli import EngineCli
 from osmo_run.local.prepare import AttemptPlan
 from osmo_run.local.statuses import START_FAILED, highest_code
 
 NO_UPLOAD = ("cancel", "restart")
-TASK_UMASK = 0o022
 RELAY_WAIT = 5.0  # seconds the relay may take to write the last output after the command ended
 STOP_MARGIN = 5.0  # seconds beyond the grace period before a task's init is killed
 ENGINE_STOP_MARGIN = 30.0  # ... when it first asks a container engine to stop the container
 ABORT_WAIT = 30.0  # seconds containerinit may take to remove a container that never started
-
-
-def _memory_file(name: str, data: bytes) -> int:
-    """An anonymous in-memory file holding ``data``, at offset 0 (close-on-exec)."""
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
 
 
 @dataclass
@@ -81,7 +70,7 @@ class Attempt:
         self.proc: subprocess.Popen | None = None
         self.stop_kind: str | None = None
         self.kill_at: float | None = None
-        self._ready = self._go = None
+        self.launched: Launched | None = None  # taskinit's pipes (launcher.py)
         self.relay: subprocess.Popen | None = None  # masks the command's output (tasks with credentials)
         self.relay_deadline: float | None = None
         self.cgroup: cgroups.TaskCgroup | None = None  # host processes: the task's cpu and memory limits
@@ -101,7 +90,7 @@ class Attempt:
     def begin(self) -> None:
         self.record(status="RUNNING", started_at=time.time(), run_dir=self.plan.run.root)
         if self.plan.image is not None:
-            config_fd = _memory_file("osmo-image", json.dumps(self.plan.image).encode("utf-8"))
+            config_fd = memory_file("osmo-image", json.dumps(self.plan.image).encode("utf-8"))
             try:
                 self._helper([sys.executable, "-m", self.plan.launcher, "--image", "/dev/stdin"], stdin=config_fd)
             finally:
@@ -131,20 +120,13 @@ class Attempt:
 
     def launch(self) -> int:
         """Start taskinit (it sets up the task's view, then waits for ``go``); returns its pid."""
-        ready_r, ready_w = os.pipe()
-        go_r, go_w = os.pipe()
-        config = dict(self.plan.init, ready_fd=ready_w, go_fd=go_r)
-        config_fd = _memory_file("osmo-taskinit", json.dumps(config).encode("utf-8"))
         self._make_cgroup()
         fd = self._output()
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", self.plan.launcher, "/dev/stdin"],
-                                         stdin=config_fd, stdout=fd, stderr=fd, start_new_session=True,
-                                         pass_fds=(ready_w, go_r), umask=TASK_UMASK)
+            self.launched = start(self.plan, fd)
         finally:
-            for x in (fd, ready_w, go_r, config_fd):
-                os.close(x)
-        self._ready, self._go = ready_r, go_w
+            os.close(fd)
+        self.proc = self.launched.proc
         self.phase = "LAUNCHED"
         try:
             access.write_record(self.plan.run.root, self.proc.pid, self.plan.init, container=self.plan.image is not None)
@@ -179,7 +161,7 @@ class Attempt:
         if not self.plan.secrets:
             return logs.open_for_append(self.log_path)
         read_end, write_end = os.pipe()
-        secrets_fd = _memory_file("osmo-secrets", json.dumps(list(self.plan.secrets)).encode("utf-8"))
+        secrets_fd = memory_file("osmo-secrets", json.dumps(list(self.plan.secrets)).encode("utf-8"))
         log = logs.open_for_append(self.log_path)
         try:
             self.relay = subprocess.Popen([sys.executable, "-m", "osmo_run.local.logmask", "--secrets-fd",
@@ -212,38 +194,16 @@ class Attempt:
 
     def wait_ready(self, timeout: float = 60.0) -> str:
         """Block until taskinit reports its view ready; '' on success, else the error."""
-        deadline = time.monotonic() + timeout
-        message = b""
-        while time.monotonic() < deadline:
-            readable, _, _ = select.select([self._ready], [], [], 0.1)
-            if readable:
-                chunk = os.read(self._ready, 4096)
-                message += chunk
-                if not chunk or message[:1] == b"R":
-                    break
-        os.close(self._ready)
-        if message[:1] == b"R":
-            return ""
-        if message[:1] == b"E":
-            return message[1:].decode(errors="replace")
-        if self.proc.poll() is not None:
-            return f"the task's init exited with {self.proc.returncode} before it was ready (see the task log)"
-        return f"the task's view was not ready within {timeout:g} s"
+        return self.launched.wait_ready(timeout)
 
     def go(self) -> None:
-        try:
-            os.write(self._go, b"G")
-        except OSError:
-            pass  # taskinit is gone; poll() collects it
-        os.close(self._go)
-        self._go = None
+        self.launched.go()  # taskinit gone: poll() collects it
         self.phase = "RUNNING"
         self.record(command_started_at=time.time())
 
     def _abort_launch(self) -> None:
-        if self._go is not None:
-            os.close(self._go)  # taskinit reads EOF and exits without running the command
-            self._go = None
+        if self.launched is not None:
+            self.launched.abort()  # taskinit reads EOF and exits without running the command
         if self.proc:
             if self.plan.image is not None:  # containerinit removes the container it created first
                 try:
