@@ -155,13 +155,31 @@ def exec_command(ctx: click.Context, workflow_id: str, task: str | None, group: 
     ctx.exit(interactive.exec_in_pod(pool, pod, argv or list(DEFAULT_SHELL), tty))
 
 
+class _PodForward:
+    """Kubernetes: the API's port-forward (``kube/interactive.py``), ended with the task."""
+
+    def __init__(self, pool, workflow_id: str, task: str) -> None:
+        from osmo_run.kube import interactive  # the Kubernetes client only for such workflows
+
+        self.workflow_id, self.task = workflow_id, task
+        self.inner = interactive.PodConnector(pool, lambda: interactive.running_pod(service.query(workflow_id), task, pool))
+
+    def tcp(self, port: int):
+        return self.inner.tcp(port)
+
+    def udp(self, port: int):
+        return self.inner.udp(port)
+
+    def check(self) -> None:
+        reach.check_not_ended(self.workflow_id, self.task)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def _connector(workflow_id: str, task: str) -> Any:
     pool = reach.kube_pool(workflow_id)
-    if pool is None:
-        return reach.LocalConnector(workflow_id, task)
-    from osmo_run.kube import interactive
-
-    return interactive.PodConnector(pool, lambda: interactive.running_pod(service.query(workflow_id), task, pool))
+    return reach.LocalConnector(workflow_id, task) if pool is None else _PodForward(pool, workflow_id, task)
 
 
 @click.command("port-forward")

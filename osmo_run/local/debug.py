@@ -124,6 +124,9 @@ def debug_copy(workflow_id: str, task: str, retry: int | None) -> Iterator[TaskA
     row, attempt = _attempt(workflow_id, task, retry)
     plan = _plan(row, attempt, task)
     plan.init["files"] = [f for f in plan.init["files"] if not _left_in_run_folder(f)]
+    spec = plan.init.get("container")
+    if spec and spec.get("pidfile"):  # the attempt's own pid file names its ended container
+        spec["pidfile"] = os.path.join(os.path.dirname(spec["pidfile"]), f"debug-{os.getpid()}.pid")
     describe = f"the debug copy of attempt {attempt['attempt']} of task {task}"
     with tempfile.TemporaryFile() as output:
         started = launcher.start(plan, output.fileno())
@@ -138,7 +141,7 @@ def debug_copy(workflow_id: str, task: str, retry: int | None) -> Iterator[TaskA
         finally:
             started.abort()
             _stop(started.proc)
-            for path in plan.secret_files:
+            for path in [*plan.secret_files, *([spec["pidfile"]] if spec and spec.get("pidfile") else [])]:
                 try:
                     os.unlink(path)
                 except FileNotFoundError:

@@ -98,6 +98,18 @@ def _current(workflow_id: str, name: str) -> tuple[dict[str, Any], dict[str, Any
     return info, task, (attempts[-1] if attempts else None)
 
 
+def _ended(info: dict[str, Any], task: dict[str, Any]) -> bool:
+    """The task will not run again (a RESCHEDULED attempt is followed by another)."""
+    return is_terminal(info["status"]) or (is_terminal(task["status"]) and task["status"] != "RESCHEDULED")
+
+
+def check_not_ended(workflow_id: str, name: str) -> None:
+    """``TargetGone`` once the task has ended for good (port-forward's periodic check, both runners)."""
+    info, task, _ = _current(workflow_id, name)
+    if _ended(info, task):
+        raise TargetGone(not_running(info, task), workflow=workflow_id, task=name)
+
+
 def running_access(workflow_id: str, name: str) -> TaskAccess:
     """The way into the task's current attempt; ``RunnerError`` (conflict) when it does not run now."""
     info, task, attempt = _current(workflow_id, name)
@@ -126,7 +138,7 @@ class LocalConnector:
                     return attempt["run_dir"], TaskAccess.open(attempt["run_dir"], f"task {self.task}")
                 except RunnerError:
                     pass  # between its start and its command, or just ended: look again
-            elif is_terminal(info["status"]) or (is_terminal(task["status"]) and task["status"] != "RESCHEDULED"):
+            elif _ended(info, task):
                 raise TargetGone(not_running(info, task), workflow=self.workflow_id, task=self.task)
             if self.clock() >= deadline:
                 raise RunnerError(not_running(info, task) if task["status"] != "RUNNING"
@@ -134,9 +146,7 @@ class LocalConnector:
             time.sleep(0.25)
 
     def check(self) -> None:
-        info, task, _ = _current(self.workflow_id, self.task)
-        if is_terminal(info["status"]) or (is_terminal(task["status"]) and task["status"] != "RESCHEDULED"):
-            raise TargetGone(not_running(info, task), workflow=self.workflow_id, task=self.task)
+        check_not_ended(self.workflow_id, self.task)
 
     def _open(self, kind: str, port: int) -> socket.socket:
         with self.lock:

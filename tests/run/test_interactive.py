@@ -24,14 +24,13 @@ import sys
 import termios
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from helpers.waiting import wait_for
 
-from .conftest import Osmo, require_namespace_tools, tasks_of, write_spec
+from .conftest import Osmo, require_namespace_tools, tasks_of
 
 pytestmark = pytest.mark.xdist_group("interactive")
 
@@ -196,34 +195,54 @@ def _read_until(fd: int, text: str, timeout: float = 20) -> str:
     return seen.decode(errors="replace")
 
 
+class Terminal:
+    """``argv`` on a new pseudo-terminal (``fd`` its master side); ``exit_code`` waits for it. As a context
+    manager it kills what is still running at the end."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.execve(argv[0], argv, env)
+
+    def write(self, text: str) -> None:
+        os.write(self.fd, text.encode())
+
+    def read_until(self, text: str, timeout: float = 20) -> str:
+        return _read_until(self.fd, text, timeout)
+
+    def exit_code(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        return os.waitstatus_to_exitcode(status)
+
+    def __enter__(self) -> "Terminal":
+        return self
+
+    def __exit__(self, *_) -> None:
+        if self.pid:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
 def test_a_shell_on_a_real_terminal_sees_its_size_resizes_ctrl_c_and_exit_code(served):
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execve(sys.executable, served.argv("exec", served.id, "srv"), served.osmo.env)
-    try:
-        _set_size(fd, 33, 101)
-        os.write(fd, b"stty size; echo MARK-$((40+2))\n")
-        assert "33 101" in _read_until(fd, "MARK-42")
-        _set_size(fd, 40, 120)  # the kernel signals SIGWINCH to the terminal's foreground process group
-        os.write(fd, b"stty size; echo MARK-$((50+2))\n")
-        assert "40 120" in _read_until(fd, "MARK-52")
-        os.write(fd, b"sleep 100; echo slept\n")
+    with Terminal(served.argv("exec", served.id, "srv"), served.osmo.env) as term:
+        _set_size(term.fd, 33, 101)
+        term.write("stty size; echo MARK-$((40+2))\n")
+        assert "33 101" in term.read_until("MARK-42")
+        _set_size(term.fd, 40, 120)  # the kernel signals SIGWINCH to the terminal's foreground process group
+        term.write("stty size; echo MARK-$((50+2))\n")
+        assert "40 120" in term.read_until("MARK-52")
+        term.write("sleep 100; echo slept\n")
         time.sleep(1.0)
         started = time.monotonic()
-        os.write(fd, b"\x03")  # Ctrl-C ends the sleep, not the shell
-        os.write(fd, b"echo ALIVE-$((60+3))\n")
-        out = _read_until(fd, "ALIVE-63")
+        term.write("\x03")  # Ctrl-C ends the sleep, not the shell
+        term.write("echo ALIVE-$((60+3))\n")
+        out = term.read_until("ALIVE-63")
         assert time.monotonic() - started < 20
         assert re.search(r"(^|\n)slept\r?\n", out) is None, out  # typed (echoed), never printed
-        os.write(fd, b"exit 7\n")
-        _, status = os.waitpid(pid, 0)
-        pid = 0
-        assert os.waitstatus_to_exitcode(status) == 7
-    finally:
-        if pid:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        os.close(fd)
+        term.write("exit 7\n")
+        assert term.exit_code() == 7
 
 
 # -- port-forward -------------------------------------------------------------------------------------

@@ -5,9 +5,6 @@ the attempt's record is untouched."""
 
 from __future__ import annotations
 
-import os
-import pty
-import signal
 import sys
 import time
 from pathlib import Path
@@ -16,7 +13,7 @@ from pathlib import Path
 from osmo_run.contract import RunDir
 
 from .conftest import tasks_of, write_spec
-from .test_interactive import _read_until
+from .test_interactive import Terminal
 
 SPEC = """
 workflow:
@@ -77,27 +74,17 @@ def test_debug_of_a_running_task_points_at_exec(osmo, tmp_path):
 
 def test_a_debug_shell_on_a_terminal_survives_ctrl_c_and_gives_its_exit_code(osmo, tmp_path):
     workflow_id = osmo.submit(write_spec(tmp_path, SPEC))
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execve(sys.executable, [sys.executable, "-m", "osmo_store.cli.main", "workflow", "exec", "--debug",
-                                   workflow_id, "t"], osmo.env)
-    try:
-        os.write(fd, b"cat scratch.txt; echo MARK-$((1+1))\n")
-        assert "scratch" in _read_until(fd, "MARK-2", timeout=60)
-        os.write(fd, b"sleep 100\n")
+    argv = [sys.executable, "-m", "osmo_store.cli.main", "workflow", "exec", "--debug", workflow_id, "t"]
+    with Terminal(argv, osmo.env) as term:
+        term.write("cat scratch.txt; echo MARK-$((1+1))\n")
+        assert "scratch" in term.read_until("MARK-2", timeout=60)
+        term.write("sleep 100\n")
         time.sleep(1.0)
-        os.write(fd, b"\x03")
-        os.write(fd, b"echo ALIVE-$((2+3))\n")
-        _read_until(fd, "ALIVE-5")
-        os.write(fd, b"exit 9\n")
-        _, status = os.waitpid(pid, 0)
-        pid = 0
-        assert os.waitstatus_to_exitcode(status) == 9
-    finally:
-        if pid:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        os.close(fd)
+        term.write("\x03")
+        term.write("echo ALIVE-$((2+3))\n")
+        term.read_until("ALIVE-5")
+        term.write("exit 9\n")
+        assert term.exit_code() == 9
     assert osmo.processes_left() == []
 
 
