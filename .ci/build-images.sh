@@ -2,7 +2,8 @@
 # Build the project's container images without a container engine or a registry (docs/IMAGES.md):
 #   pause         localhost/osmo-pause:1: a static sandbox process for a pod (sleeps, reaps, exits 0 on TERM/INT)
 #   osmo-task     localhost/osmo-task:bookworm and every name in tests/data/image-aliases.txt: Debian bookworm
-#                 minbase with bash, coreutils, curl, netcat-openbsd, python3, iproute2, procps, ca-certificates
+#                 minbase with bash, coreutils, curl, netcat-openbsd, python3, iproute2, procps, ca-certificates,
+#                 rsync
 #   osmo-sidecar  localhost/osmo-sidecar:VERSION and :VERSION-KEY: what sidecar/Dockerfile describes (Python 3.11,
 #                 this checkout installed in a venv at /opt/osmo from wheels built on the host, user 10001)
 # as docker-archive tarballs that `podman load -i`, `ctr -n k8s.io images import` and skopeo read, plus a
@@ -38,7 +39,7 @@ ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 PAUSE_TAG=localhost/osmo-pause:1
 TASK_TAG=localhost/osmo-task:$SUITE
-TASK_PACKAGES=bash,coreutils,curl,netcat-openbsd,python3,iproute2,procps,ca-certificates
+TASK_PACKAGES=bash,coreutils,curl,netcat-openbsd,python3,iproute2,procps,ca-certificates,rsync
 SIDECAR_BASE_PACKAGES=python3,python3-venv
 # The project files that go into the sidecar (as in the root .dockerignore), caches and build leftovers excepted.
 PROJECT_PATHS=(pyproject.toml README.md osmo_store osmo_run sidecar)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the small Debian packages the tests need: python3-venv (the test command makes a virtualenv),
 # and the packages of the programs tests/helpers/tools.py lists for this script (nc, curl, ip, unshare,
-# nsenter, setpriv, mount, ps). The other programs come from the other .ci/install-*.sh scripts.
+# nsenter, setpriv, mount, ps, rsync). The other programs come from the other .ci/install-*.sh scripts.
 # Idempotent: when everything is there it installs nothing and needs no network (well under a second).
 # Usage: bash .ci/install-tools.sh     (sudo used when not root)
 set -euo pipefail

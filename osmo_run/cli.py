@@ -23,6 +23,7 @@ from typing import Any, Callable
 import click
 
 from osmo_run.interactive_cli import exec_command, port_forward
+from osmo_run.rsync_cli import rsync_command_line, rsync_shell
 from osmo_run.local import logs as task_logs
 from osmo_run.local import report, service
 from osmo_run.local.errors import INTERNAL, INTERRUPTED, RunnerError
@@ -278,6 +279,8 @@ def spec(workflow_id: str) -> None:
 
 workflow.add_command(exec_command)
 workflow.add_command(port_forward)
+workflow.add_command(rsync_command_line)
+workflow.add_command(rsync_shell)
 
 
 @click.group("pool", cls=WorkflowGroup)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,14 @@ def write_record(run_dir: str, launcher_pid: int, init: dict[str, Any], containe
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(record, f)
     os.replace(temporary, path)
+
+
+def _host_program(name: str) -> str:
+    """This machine's ``name`` found with the caller's PATH (the command line runs with the task's)."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if found is None:
+        raise RunnerError(f"{name} is not installed on this machine (Debian package util-linux / coreutils)")
+    return found
 
 
 def _first_child(pid: int) -> int | None:
@@ -151,7 +160,7 @@ class TaskAccess:
     # -- command lines -------------------------------------------------------------------------
     def _nsenter(self, target: int, *flags: str) -> list[str]:
         user = ["--user", "--preserve-credentials"] if self.record.get("rootless") or self.record.get("engine", {}).get("rootless") else []
-        return ["nsenter", f"--target={target}", *user, *flags]
+        return [_host_program("nsenter"), f"--target={target}", *user, *flags]
 
     def exec_argv(self, argv: list[str], tty: bool) -> tuple[list[str], dict[str, str] | None, str | None]:
         """(command line, environment or None for the caller's, working directory or None) running
@@ -168,7 +177,8 @@ class TaskAccess:
         namespaces = ["--mount", "--uts", "--ipc", "--pid"] + (["--net"] if self.own_network else [])
         workdir = self.record.get("workdir") or "/"
         # nsenter's --wd=DIR would open DIR before entering: env changes to it inside the task's root
-        return [*self._nsenter(self._namespace_init(), *namespaces, "--root"), "env", f"--chdir={workdir}",
+        # the task's root has the host's /usr: the host's env is there (the task's PATH need not find it)
+        return [*self._nsenter(self._namespace_init(), *namespaces, "--root"), _host_program("env"), f"--chdir={workdir}",
                 "--", *argv], env, None
 
     def netns_argv(self) -> list[str] | None:

@@ -7,7 +7,7 @@ Namespaces mode (root, Linux namespaces available)::
     P (this process, a child of the supervisor)
       unshare mount, UTS, IPC, PID (and network unless the group uses the host's network)
       mounts, private to the task, on a fresh tmpfs root: every top-level entry of the host's /
-      bound (recursively) into it, tmpfs /osmo with RUN_DIR/data bound at /osmo/data and
+      bound (recursively) into it, read-only but /dev and /proc (the task writes no host file), tmpfs /osmo with RUN_DIR/data bound at /osmo/data and
       RUN_DIR/work at /osmo/work (the working directory), then ``pivot_root``; an overlay over
       each host folder that ``files:`` write into (the host's files are never touched), the
       group's /etc/hosts, a tmpfs /tmp and /dev/shm; hostname = the task name; ``files:``
@@ -54,8 +54,12 @@ CLONE_NEWUSER = 0x10000000
 MNT_DETACH = 2
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}
 USERNS_ENV = "OSMO_RUN_USERNS_PID"  # set by osmo_run.local.isolation.user_namespace
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
-MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+# statvfs flags a read-only remount must keep (a user namespace may not clear them) -> mount flags
+KEPT_FLAGS = {os.ST_NOSUID: MS_NOSUID, os.ST_NODEV: MS_NODEV, os.ST_NOEXEC: MS_NOEXEC, os.ST_NOATIME: 1024,
+              os.ST_NODIRATIME: 2048, os.ST_RELATIME: 1 << 21}
+WRITABLE_HOST = ("dev", "proc")  # device nodes and terminals; /proc is mounted afresh
 SETUP_FAILED = 3
 
 
@@ -120,7 +124,37 @@ def stage_root() -> str:
         else:
             open(target, "wb").close()
             mount(source, target, None, MS_BIND)
+        if name not in ("tmp", "osmo", *WRITABLE_HOST) and not os.path.islink(source):
+            read_only(target)
     return new
+
+
+def _mount_points(top: str) -> list[str]:
+    """``top`` and every mount below it, parents first (from /proc/self/mountinfo)."""
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            point = line.split()[4]
+            for code in ("\\040", "\\011", "\\012", "\\134"):
+                point = point.replace(code, chr(int(code[1:], 8)))
+            if point == top or point.startswith(top + "/"):
+                found.append(point)
+    return sorted(set(found), key=lambda p: p.count("/"))
+
+
+def read_only(top: str) -> None:
+    """Remount the bind at ``top`` and every mount below it read-only (keeping their other flags): the
+    task reads the host's files and writes none of them."""
+    for point in _mount_points(top):
+        try:
+            kept = os.statvfs(point).f_flag
+        except OSError:
+            continue  # a mount this process cannot reach (e.g. a stale network mount): nothing to write
+        flags = MS_BIND | MS_REMOUNT | MS_RDONLY
+        for st, ms in KEPT_FLAGS.items():
+            if kept & st:
+                flags |= ms
+        mount(None, point, None, flags)
 
 
 def enter_root(new: str) -> None:

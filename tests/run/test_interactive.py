@@ -372,3 +372,18 @@ def test_forwarding_follows_a_reschedule_and_ends_with_the_task(served):
     assert any("task srv has ended (FAILED_CANCELED" in e for e in forward.errors), forward.errors
     ended = served.run("exec", served.id, "srv", "--", "true")
     assert ended.returncode == 4 and f"osmo workflow exec --debug {served.id} srv" in ended.stderr
+
+
+def test_exec_works_whatever_path_the_task_has(osmo, tmp_path):
+    spec = (tmp_path / "nopath.yaml")
+    spec.write_text("workflow:\n  name: nopath\n  tasks:\n  - name: t\n    image: u\n"
+                    "    environment: {PATH: /nonexistent}\n"
+                    "    command: [/bin/sh, -c, 'echo up; exec /bin/sleep 300']\n")
+    workflow_id = osmo.submit(spec, wait=False)
+    try:
+        osmo.wait_log(workflow_id, "t | up")
+        done = osmo("exec", workflow_id, "t", "--", "/bin/sh", "-c", "echo $PATH; pwd", check=False)
+        assert done.code == 0, done.err
+        assert done.out.split() == ["/nonexistent", "/osmo/work"]  # nsenter and env found with ours
+    finally:
+        osmo("cancel", workflow_id)

@@ -39,18 +39,17 @@ class HostSentinel:
     def __init__(self, tag: str, owner: int | None = None) -> None:
         self.tag = tag
         self.root = Path(f"/var/tmp/osmo-escape-{tag}")
-        self.counter = Path(f"/var/tmp/osmo-escape-{tag}-count")  # the planter task's attempts
         self.top = Path(f"/osmo-escape-{tag}-top.txt")
         self.top.write_text("host top\n")
-        self.own = {str(self.root), str(self.counter), str(self.top)}
-        for folder in (self.root, self.root / "dir", self.root / "target", self.counter):
+        self.own = {str(self.root), str(self.top)}
+        for folder in (self.root, self.root / "dir", self.root / "target"):
             folder.mkdir(mode=0o755)
         (self.root / "victim.txt").write_text("host victim\n")
         (self.root / "victim.txt").chmod(0o640)
         (self.root / "dir" / "inner.txt").write_text("host inner\n")
         (self.root / "lnk").symlink_to(self.root / "target")
         (self.root / "victim-link").symlink_to("victim.txt")
-        for path in [*self.root.rglob("*"), self.root, self.counter, self.top]:
+        for path in [*self.root.rglob("*"), self.root, self.top]:
             if owner is not None:
                 os.lchown(path, owner, owner)
             os.utime(path, ns=(PAST_NS, PAST_NS), follow_symlinks=False)
@@ -80,7 +79,6 @@ class HostSentinel:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-        shutil.rmtree(self.counter, ignore_errors=True)
         self.top.unlink(missing_ok=True)
 
 
@@ -191,7 +189,7 @@ def test_submit_refuses_an_escaping_path_before_anything_runs(tmp_path):
 
 # -- run: every mode this machine supports -------------------------------------------------------------
 
-def _wall(sentinel: HostSentinel) -> tuple[dict, dict[str, str]]:
+def _wall(sentinel: HostSentinel, isolated: bool) -> tuple[dict, dict[str, str]]:
     """The workflow of escape attempts, and what the 'accept' task must find in its view."""
     tag, root = sentinel.tag, sentinel.root
     long_path = "/tmp/" + "/".join([f"{tag}-" + "d" * 240] * 10) + "/" + "f" * 255  # ~2.8 kB, names <= 255
@@ -213,12 +211,16 @@ def _wall(sentinel: HostSentinel) -> tuple[dict, dict[str, str]]:
     accept_files = [{"path": "run.sh", "contents": script}] + [
         {"path": written, "contents": body} for written, (_, body) in cases.items()]
     expected = {f"case-{n}.txt": body for n, (_, body) in enumerate(cases.values())}
-    planter = (f"echo x >> {sentinel.counter}/n\n"
-               f"if [ $(wc -l < {sentinel.counter}/n) -lt 2 ]; then\n"
+    planter = ('if [ "$OSMO_ATTEMPT" -lt 2 ]; then\n'
                f"  rm -rf {{{{output}}}}/link wlink && ln -s {root}/target {{{{output}}}}/link && "
                f"ln -s {root}/target wlink && exit 3\n  exit 9\nfi\n"
                "cat {{output}}/link/planted.txt wlink/planted.txt > {{output}}/seen.txt\n")
     marker = {"image": "u", "command": ["sh", "-c", "touch {{output}}/ran"]}
+    # the command itself writes host paths: the host's files are read-only in the task's view
+    writer = "".join(f"if echo escape > {path} 2>/dev/null; then echo {path} >> {{{{output}}}}/written.txt; fi\n"
+                     for path in (f"{root}/by-the-command.txt", f"{root}/victim.txt", f"/usr/local/osmo-escape-{sentinel.tag}",
+                                  f"{root}/dir/inner.txt"))
+    writer += "touch {{output}}/written.txt\n"
     doc = {"workflow": {"name": "wall", "tasks": [
         {"name": "accept", "image": "u", "command": ["sh", "/osmo/work/run.sh"], "files": accept_files},
         {"name": "sym-parent", **marker, "files": [{"path": f"{root}/side.txt", "contents": "side"},
@@ -226,6 +228,7 @@ def _wall(sentinel: HostSentinel) -> tuple[dict, dict[str, str]]:
         {"name": "sym-final", **marker, "files": [{"path": f"{root}/victim-link", "contents": "escape"}]},
         {"name": "not-folder", **marker, "files": [{"path": f"{root}/victim.txt/x", "contents": "escape"}]},
         {"name": "top-file", **marker, "files": [{"path": str(sentinel.top), "contents": "escape"}]},
+        *([{"name": "writer", "image": "u", "command": ["sh", "-c", writer]}] if isolated else []),
         {"name": "planter", "image": "u", "command": ["sh", "-c", planter], "exitActions": {"RESCHEDULE": "3"},
          "files": [{"path": "{{output}}/link/planted.txt", "contents": "planted by files\n"},
                    {"path": "wlink/planted.txt", "contents": "planted in work\n"}]},
@@ -259,7 +262,7 @@ def _submit(mode: str, space: Path, doc: dict) -> tuple[Osmo, dict, str]:
 def test_escape_attempts_leave_the_host_untouched(mode, workspace):  # noqa: F811 (the fixture)
     sentinel = HostSentinel(uuid.uuid4().hex[:8], owner=NOBODY if mode == "rootless" else None)
     try:
-        doc, expected = _wall(sentinel)
+        doc, expected = _wall(sentinel, isolated=mode != "none")
         osmo, info, logs = _submit(mode, workspace, doc)
         tasks = tasks_of(info)
         isolated = mode != "none"
@@ -290,6 +293,11 @@ def test_escape_attempts_leave_the_host_untouched(mode, workspace):  # noqa: F81
                 assert not (attempt_out / "ran").exists()
             else:  # plain: written under the attempt's files/ folder, where no link exists
                 assert task["status"] == "COMPLETED" and (attempt_out / "ran").exists(), (name, task)
+        if isolated:  # the command's own writes to the host's files failed: read-only
+            writer = tasks["writer"]
+            assert writer["status"] == "COMPLETED", logs
+            written = Path(writer["attempts"][0]["run_dir"]) / "data" / "output" / "written.txt"
+            assert written.read_text() == ""
         # links the task plants in its output and working folder reach neither a retry nor the host
         planter = tasks["planter"]
         assert [a["status"] for a in planter["attempts"]] == ["RESCHEDULED", "COMPLETED"], logs
