@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import click
@@ -161,8 +162,22 @@ class _PodForward:
     def __init__(self, pool, workflow_id: str, task: str) -> None:
         from osmo_run.kube import interactive  # the Kubernetes client only for such workflows
 
-        self.workflow_id, self.task = workflow_id, task
-        self.inner = interactive.PodConnector(pool, lambda: interactive.running_pod(service.query(workflow_id), task, pool))
+        self.workflow_id, self.task, self.pool = workflow_id, task, pool
+        self.running_pod = interactive.running_pod
+        self.inner = interactive.PodConnector(pool, self._pod)
+
+    def _pod(self):
+        """The task's pod now; while the task is between two attempts (a RESCHEDULE), wait for the next
+        one (up to ``reach.RESTART_WAIT`` seconds); ``TargetGone`` once it has ended for good."""
+        deadline = time.monotonic() + reach.RESTART_WAIT
+        while True:
+            try:
+                return self.running_pod(service.query(self.workflow_id), self.task, self.pool)
+            except RunnerError:
+                reach.check_not_ended(self.workflow_id, self.task)
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
 
     def tcp(self, port: int):
         return self.inner.tcp(port)

@@ -76,6 +76,7 @@ class KubeGroupRun(GroupRun):
         queue = ctx.workflow.timeout_for(group).queue_seconds
         self.queue_timeout = queue if queue is not None else ctx.settings.queue_timeout
         self.bound = False
+        self.marked_running: dict[str, int] = {}  # task -> the attempt whose RUNNING was recorded
         self.hosts = {t.name: f"{host_name(t.name)}.{self.service}" for t in group.tasks}
 
     def start(self, now: float) -> None:
@@ -193,6 +194,13 @@ class KubeGroupRun(GroupRun):
             elif self.queue_timeout is not None and now - self.started > self.queue_timeout:
                 self._end("queue", f"queue timeout: the cluster did not schedule the group within "
                                    f"{self.queue_timeout:g} s", now)
+        if self.bound:  # a later attempt (a RESCHEDULE) is RUNNING again once its pod is scheduled
+            for tr in self.tasks:
+                a = tr.attempt
+                if (tr.status is None and isinstance(a, KubeAttempt) and tr.number > 1 and a.scheduled
+                        and self.marked_running.get(tr.task.name) != tr.number):
+                    self.marked_running[tr.task.name] = tr.number
+                    self.ctx.state.update_task(self.ctx.workflow_id, tr.task.name, status=TaskStatus.RUNNING)
         if self.bound and math.isinf(self.started) and any(
                 isinstance(tr.attempt, KubeAttempt) and tr.attempt.phase != "PENDING" for tr in self.tasks):
             self.started = now
