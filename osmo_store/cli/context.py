@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from osmo_store.repository import Repository
+if TYPE_CHECKING:
+    from osmo_store.repository import Repository
 
 
 class State:
@@ -17,6 +20,7 @@ class State:
     def repo(self, create: bool = False) -> Repository:
         """The repository; ``create`` makes a new store at an explicit URL if none is there."""
         if self._repo is None:
+            from osmo_store.repository import Repository  # only commands that use the store load it
             self._repo = Repository.open(self.store_url, create=create)
         return self._repo
 

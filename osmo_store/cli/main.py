@@ -4,7 +4,7 @@ Errors from the library (``OsmoError``) are printed as one line ``osmo: error: .
 error's code (README lists them); so are click's usage errors (a bad option value, a missing
 argument: exit 2). Anything unexpected is reported in one line too, with the traceback only under
 ``--debug``. When the command line has ``--json``, the line is one JSON object instead
-(``output.error_json``: ``error``, ``code``, ``exit`` and what the error names).
+(``errorline.error_line``: ``error``, ``code``, ``exit`` and what the error names).
 """
 
 from __future__ import annotations
@@ -17,20 +17,34 @@ import click
 
 from osmo_store import __version__
 from osmo_store.cli.context import State
-from osmo_store.cli.output import error_line, wants_json
-from osmo_store.cli.dataset_cmds import dataset
-from osmo_store.cli.store_cmds import store
-from osmo_store.cli.usage_cmds import report, retain
+from osmo_store.cli.errorline import error_line, wants_json
 from osmo_store.errors import IndexDamagedError, OsmoError, UsageError
 
 INTERNAL_ERROR = 70
+OWN_GROUPS = ("dataset", "store")  # loaded by OsmoGroup._own when asked for
 
 
 class OsmoGroup(click.Group):
     """The top-level group: one-line errors, and command groups other packages register under the
     ``osmo.commands`` entry point (``osmo workflow`` from osmo_run), so that osmo_store never imports
-    them. Those are imported only when asked for (or listed by ``--help``): every ``osmo dataset``
-    command starts without loading the workflow runtime."""
+    them. Those, and osmo_store's own groups, are imported only when asked for (or listed by ``--help``):
+    every ``osmo dataset`` command starts without loading the workflow runtime, and ``osmo workflow``
+    commands without the store's engine."""
+
+    def _own(self, name: str) -> click.Command | None:
+        """osmo_store's own groups, imported when asked for: a command loads only the engine it uses
+        (``osmo workflow query`` starts without the store's modules)."""
+        if name == "dataset":
+            from osmo_store.cli.dataset_cmds import dataset
+            from osmo_store.cli.usage_cmds import retain
+            dataset.add_command(retain)
+            return dataset
+        if name == "store":
+            from osmo_store.cli.store_cmds import store
+            from osmo_store.cli.usage_cmds import report
+            store.add_command(report)
+            return store
+        return None
 
     @functools.cached_property
     def _plugins(self) -> dict:
@@ -39,10 +53,12 @@ class OsmoGroup(click.Group):
         return {ep.name: ep for ep in entry_points(group="osmo.commands") if ep.name not in self.commands}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(self.commands) | set(self._plugins))
+        return sorted(set(self.commands) | set(OWN_GROUPS) | set(self._plugins))
 
     def get_command(self, ctx: click.Context, name: str):
-        if name not in self.commands and name in self._plugins:
+        if name not in self.commands and name in OWN_GROUPS:
+            self.add_command(self._own(name), name)
+        elif name not in self.commands and name in self._plugins:
             self.add_command(self._plugins[name].load(), name)
         return self.commands.get(name)
 
@@ -133,11 +149,6 @@ def cli(ctx: click.Context, store_url: str | None, debug: bool) -> None:
         raise UsageError(f"--store (or $OSMO_STORE) {store_url!r} names no store: give a store name, URL or "
                          "folder, or leave it out for the default store")
 
-
-cli.add_command(dataset)
-cli.add_command(store)
-store.add_command(report)
-dataset.add_command(retain)
 
 
 

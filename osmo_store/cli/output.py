@@ -14,6 +14,7 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
                            TextColumn, TimeRemainingColumn, TransferSpeedColumn)
 from rich.table import Table
 
+from osmo_store.cli.errorline import JSON_ERRORS, error_line, json_default, wants_json  # noqa: F401  (shared)
 from osmo_store.report.render import human_bytes, plural  # noqa: F401  (one definition, shared)
 from osmo_store.transfer.progress import Progress
 
@@ -22,35 +23,7 @@ out_console = Console(highlight=False, width=None if sys.stdout.isatty() else 20
 
 
 def emit_json(obj: object) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=_default))
-
-
-def _default(obj: object) -> object:
-    if isinstance(obj, bytes):
-        return obj.hex()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-JSON_ERRORS = "osmo.json_errors"  # in click's ``ctx.meta`` (shared by every nested context)
-
-
-def wants_json(ctx: click.Context, args: list[str]) -> None:
-    """Note whether the command line asks for ``--json`` (before a ``--``): its errors are then JSON
-    too, usage errors included, which happen before the option is parsed."""
-    given = args[:args.index("--")] if "--" in args else args
-    if "--json" in given:
-        ctx.meta[JSON_ERRORS] = True
-
-
-def error_line(ctx: click.Context, message: str, code: str, exit_code: int, subject: dict | None = None) -> str:
-    """The one stderr line of an error: ``osmo: error: MESSAGE``, or with ``--json`` one JSON object
-    ``{"error": MESSAGE, "code": CODE, "exit": EXIT, ...what it names (dataset, tag, path, key...)}``."""
-    if not ctx.meta.get(JSON_ERRORS):
-        return f"osmo: error: {message}"
-    return json.dumps({**(subject or {}), "error": message, "code": code, "exit": exit_code}, sort_keys=True,
-                      default=_default)
-
-
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=json_default))
 
 
 def human_time(ts: float | None) -> str:
