@@ -68,6 +68,22 @@ def _exec_debug(workflow_id: str, task: str, retry: int | None, argv: list[str],
             signal.signal(signal.SIGINT, previous)
 
 
+def _exec_pod_debug(workflow_id: str, task: str, retry: int | None, argv: list[str], tty: bool, info, pool) -> int:
+    """Kubernetes: the command in a debug copy pod of the ended attempt (``kube/debug.py``), deleted after."""
+    from osmo_run.kube import debug, interactive  # the Kubernetes client only for such workflows
+
+    chosen = debug.choose_attempt(info, task, retry)  # an attempt that has not ended: its error, nothing else
+    click.echo(f"osmo: starting a debug copy of attempt {chosen['attempt']} of task {task} in namespace "
+               f"{pool.namespace} ...", err=True)
+    with debug.debug_pod(workflow_id, task, retry, info, pool, service.in_cluster(workflow_id) is not None) as pod:
+        outputs = ("its outputs as it uploaded them" if debug.written_output(chosen.get("datasets_written") or [],
+                                                                           workflow_id, task)
+                   else "an empty output folder (the attempt uploaded no outputs)")
+        click.echo(f"osmo: pod {pod.name}: the attempt's image, files, environment, inputs and {outputs}, "
+                   "without its command (deleted when this command exits)", err=True)
+        return interactive.exec_in_pod(pool, pod, argv or list(DEFAULT_SHELL), tty)
+
+
 def _exec_group(ctx: click.Context, workflow_id: str, group: str, argv: list[str]) -> None:
     """``argv`` in every running task of ``group`` at once, each line under its task's name; the exit
     code is the highest of theirs."""
@@ -145,7 +161,7 @@ def exec_command(ctx: click.Context, workflow_id: str, task: str | None, group: 
     name = reach.find_task(info, task)["name"]
     if debug:
         if pool is not None:
-            raise RunnerError("--debug works on the local runner's workflows only (on Kubernetes: not yet)", USAGE)
+            ctx.exit(_exec_pod_debug(workflow_id, name, retry, argv, tty, info, pool))
         ctx.exit(_exec_debug(workflow_id, name, retry, argv, tty))
     if pool is None:
         _exec_local(workflow_id, name, argv, tty)

@@ -111,6 +111,11 @@ def spec(workflow_id: str, pool: KubePool) -> str:
     return _find(workflow_id, pool)[1].spec
 
 
+def record(workflow_id: str, pool: KubePool) -> Record:
+    """The workflow's record (its spec, settings, file and store: ``exec --debug`` remakes a task from them)."""
+    return _find(workflow_id, pool)[1]
+
+
 def listing(pool: KubePool) -> list[dict[str, Any]]:
     try:
         records = _records(pool)

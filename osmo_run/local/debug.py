@@ -40,6 +40,21 @@ START_WAIT = 60.0
 STOP_WAIT = 30.0
 
 
+def ended_attempt(attempts: list[dict], workflow_id: str, task: str, retry: int | None) -> dict:
+    """The attempt of ``task`` to copy (``retry``, default the last) from its ``attempts`` (each with
+    ``attempt`` and ``status``); ``RunnerError`` unless it has ended (both runners' ``--debug``)."""
+    if not attempts:
+        raise RunnerError(f"task {task} has not run yet: there is nothing to debug", CONFLICT, task=task)
+    numbers = [a["attempt"] for a in attempts]
+    chosen = attempts[-1] if retry is None else next((a for a in attempts if a["attempt"] == retry), None)
+    if chosen is None:
+        raise NotFound(f"task {task} has no attempt {retry} (it has {', '.join(map(str, numbers))})", task=task)
+    if not is_terminal(chosen["status"]):
+        raise RunnerError(f"attempt {chosen['attempt']} of task {task} is {chosen['status']}: use "
+                          f"'osmo workflow exec {workflow_id} {task}' to enter it", CONFLICT, task=task)
+    return chosen
+
+
 def _attempt(workflow_id: str, task: str, retry: int | None) -> tuple[dict, dict]:
     """The workflow's row and the chosen attempt's (default: the last) of ``task``."""
     state = service.open_state()
@@ -53,15 +68,7 @@ def _attempt(workflow_id: str, task: str, retry: int | None) -> tuple[dict, dict
     if task not in names:
         raise NotFound(f"workflow {workflow_id} has no task {task!r}{did_you_mean(closest(task, names))}",
                        workflow=workflow_id, task=task)
-    if not attempts:
-        raise RunnerError(f"task {task} has not run yet: there is nothing to debug", CONFLICT, task=task)
-    numbers = [a["attempt"] for a in attempts]
-    chosen = attempts[-1] if retry is None else next((a for a in attempts if a["attempt"] == retry), None)
-    if chosen is None:
-        raise NotFound(f"task {task} has no attempt {retry} (it has {', '.join(map(str, numbers))})", task=task)
-    if not is_terminal(chosen["status"]):
-        raise RunnerError(f"attempt {chosen['attempt']} of task {task} is {chosen['status']}: use "
-                          f"'osmo workflow exec {workflow_id} {task}' to enter it", CONFLICT, task=task)
+    chosen = ended_attempt(attempts, workflow_id, task, retry)
     if not chosen.get("run_dir") or not os.path.isdir(chosen["run_dir"]):
         raise RunnerError(f"attempt {chosen['attempt']} of task {task} left no run folder", CONFLICT, task=task)
     return row, chosen
@@ -70,7 +77,8 @@ def _attempt(workflow_id: str, task: str, retry: int | None) -> tuple[dict, dict
 def _plan(row: dict, attempt: dict, task_name: str):
     settings = Settings.from_json(json.loads(row["settings"] or "{}"))
     if settings.runner != "local":
-        raise RunnerError("--debug works on the local runner's workflows only (Kubernetes: not yet)", CONFLICT)
+        raise RunnerError(f"workflow {row['id']} runs on {settings.runner}: its debug copy is a pod "
+                          "(osmo_run/kube/debug.py), not a local one", CONFLICT)
     try:
         workflow = load_rendered(row["spec"], file=row["file"])
     except SpecError as exc:

@@ -7,8 +7,9 @@ the relay in the sidecar container, and forwarding that follows a RESCHEDULE ont
 
 Two workflows, submitted together when the first test needs them: ``kinteract`` (group ``first``: ``srv``
 serves a TCP echo port, a token port and a UDP echo port, ``quick`` ends at once; group ``second`` waits
-for it) and ``kflip`` (a server that exits 42 when told ``quit``: its exit action is RESCHEDULE). Both are
-cancelled at the end. ``exec_in_pod`` runs in a child Python (it works on the process's own stdin, stdout
+for it), ``kflip`` (a server that exits 42 when told ``quit``: its exit action is RESCHEDULE) and ``kdebug``
+(``broken`` reads ``maker``'s output, writes its own and fails twice: ``exec --debug`` copies its attempts).
+They are cancelled at the end. ``exec_in_pod`` runs in a child Python (it works on the process's own stdin, stdout
 and terminal)."""
 
 from __future__ import annotations
@@ -85,6 +86,19 @@ WORKFLOWS = {
              "inputs": [{"task": "srv"}]}]}]}},
     "flip": {"workflow": {"name": "kflip", "tasks": [
         {"name": "flip", "image": IMAGE, "command": ["python3", "-c", SERVER], "exitActions": {"RESCHEDULE": "42"}}]}},
+    # attempt 1 exits 3 (RESCHEDULE), attempt 2 exits 5 (FAILED); each leaves a random result in its output
+    "debug": {"workflow": {"name": "kdebug", "groups": [
+        {"name": "make", "tasks": [
+            {"name": "maker", "lead": True, "image": IMAGE,
+             "command": ["sh", "-c", "echo made-input > {{output}}/made.txt"]}]},
+        {"name": "fail", "tasks": [
+            {"name": "broken", "lead": True, "image": IMAGE, "inputs": [{"task": "maker"}],
+             "environment": {"GREETING": "hello-debug"},
+             "files": [{"path": "/etc/osmo-debug/note.txt", "contents": "a files entry\n"}],
+             "command": ["sh", "-c", "cat /proc/sys/kernel/random/uuid > {{output}}/result.txt; "
+                                     "echo \"$GREETING\" > {{output}}/greeting.txt; "
+                                     "grep -q '\"attempt\": 1,' /osmo/run/task.json && exit 3; exit 5"],
+             "exitActions": {"RESCHEDULE": "3"}}]}]}},
 }
 SHELL = ["env", "PS1=osmo-prompt$ ", "TERM=dumb", "bash", "--norc", "--noprofile", "-i"]
 # exec_in_pod in a child Python, as the CLI calls it (a RunnerError becomes one line and its exit code)
@@ -471,3 +485,104 @@ def test_the_cli_execs_forwards_and_rsyncs_on_the_node(interactive, tmp_path):
     assert (back / "a.txt").read_text() == "to the pod\n" and (back / "sub" / "big.bin").read_bytes() == payload
     missing = osmo("rsync", workflow_id, "srv", "task:/tmp/no-such-folder/", f"{back}/", check=False)
     assert missing.code == 23
+
+
+# ------------------------------------------------------------------------------------- exec --debug
+DEBUG_SHELL_CHECK = ('echo "env=$GREETING"; echo "file=$(cat /etc/osmo-debug/note.txt)"; '
+                     'echo "input=$(cat /osmo/data/input/0/made.txt)"; '
+                     'echo "output=$(cat /osmo/data/output/result.txt)"; '
+                     'echo "greeting=$(cat /osmo/data/output/greeting.txt)"; '
+                     'grep -o \'"attempt": [0-9]*\' /osmo/run/task.json; exit 6')
+
+
+def _debug_ended(interactive) -> str:
+    workflow_id = interactive.ids["debug"]
+    info = interactive.osmo.wait(workflow_id, 240)
+    broken = tasks_of(info)["broken"]
+    assert [a["status"] for a in broken["attempts"]][:1] == ["RESCHEDULED"] and len(broken["attempts"]) == 2, broken
+    return workflow_id
+
+
+def _debug_leftovers() -> list[str]:
+    from kubernetes import client
+
+    from osmo_run.kube.supervisor import api_client
+
+    api = api_client(None)
+    try:
+        core = client.CoreV1Api(api)
+        pods = core.list_namespaced_pod(NAMESPACE, label_selector="osmo.debug").items
+        return ([f"pod {p.metadata.name}" for p in pods]
+                + [f"secret {s.metadata.name}"
+                   for s in core.list_namespaced_secret(NAMESPACE, label_selector="osmo.debug").items])
+    finally:
+        api.close()
+
+
+def _no_debug_copies_left() -> None:
+    wait_for(lambda: not _debug_leftovers() or None, 60, "the debug copies to be gone", interval=1.0)
+
+
+def _debug_shell(workflow_id: str) -> list[str]:
+    """The CLI opening SHELL in a debug copy of task broken."""
+    return [sys.executable, "-m", "osmo_store.cli.main", "workflow", "exec", "--debug", workflow_id, "broken",
+            "--", *SHELL]
+
+
+def _values(out: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def test_exec_debug_copies_an_ended_attempt_with_its_env_files_inputs_and_outputs(interactive):
+    workflow_id = _debug_ended(interactive)
+    osmo = interactive.osmo
+    last = osmo("exec", "--debug", workflow_id, "broken", "--", "sh", "-c", DEBUG_SHELL_CHECK, check=False)
+    assert last.code == 6, last.err
+    seen = _values(last.out)
+    assert (seen["env"], seen["file"], seen["input"], seen["greeting"]) == (
+        "hello-debug", "a files entry", "made-input", "hello-debug"), last.out
+    assert re.fullmatch(r"[0-9a-f-]{36}", seen["output"]) and '"attempt": 2' in last.out, last.out
+    assert "deleted when this command exits" in last.err
+    first = osmo("exec", "--debug", "--retry", "1", workflow_id, "broken", "--", "sh", "-c", DEBUG_SHELL_CHECK,
+                 check=False)
+    assert first.code == 6 and '"attempt": 1' in first.out, first.err
+    assert re.fullmatch(r"[0-9a-f-]{36}", _values(first.out)["output"])
+    assert _values(first.out)["output"] != seen["output"]  # each attempt's own uploaded output
+    missing = osmo("exec", "--debug", "--retry", "9", workflow_id, "broken", check=False)
+    assert missing.code == 3 and "task broken has no attempt 9 (it has 1, 2)" in missing.err, missing.err
+    _no_debug_copies_left()
+
+
+def test_exec_debug_shell_on_a_terminal_survives_ctrl_c_and_its_copy_is_deleted(interactive):
+    workflow_id = _debug_ended(interactive)
+    with Pty(_debug_shell(workflow_id), interactive.osmo.env, rows=30, cols=90) as term:
+        term.expect(r"osmo-prompt\$ ", timeout=120)
+        assert [x for x in _debug_leftovers() if x.startswith("pod ")], "no debug pod while the shell runs"
+        term.send("sleep 100; echo slept-$((6 * 7))\r")
+        time.sleep(1.5)
+        term.send("\x03")
+        term.expect(r"osmo-prompt\$ ", timeout=20)
+        assert b"slept-42" not in term.seen
+        term.send("echo $GREETING-$((6 * 7)); cat /osmo/data/input/0/made.txt\r")
+        term.expect(r"\r\nhello-debug-42\r\nmade-input\r\n")
+        term.send("exit 9\r")
+        assert term.exit_code(60) == 9
+    _no_debug_copies_left()
+
+
+def test_a_sigterm_during_a_debug_shell_returns_143_and_deletes_the_copy(interactive):
+    workflow_id = _debug_ended(interactive)
+    with Pty(_debug_shell(workflow_id), interactive.osmo.env, rows=24, cols=80) as term:
+        term.expect(r"osmo-prompt\$ ", timeout=120)
+        os.kill(term.pid, signal.SIGTERM)
+        assert term.exit_code(60) == 143
+    _no_debug_copies_left()
+
+
+def test_exec_debug_of_a_running_task_points_at_exec(interactive):
+    interactive.pod("interact", "srv")
+    workflow_id = interactive.ids["interact"]
+    done = interactive.osmo("exec", "--debug", workflow_id, "srv", check=False)
+    assert done.code == 4, done.err
+    assert f"use 'osmo workflow exec {workflow_id} srv' to enter it" in done.err
+    assert len(done.err.strip().splitlines()) == 1
