@@ -1,7 +1,8 @@
 """``exec`` and ``port-forward`` when the whole runner runs as an unprivileged user (uid 65534, namespaces
 mode inside a user namespace; see test_rootless_isolation.py for how the test gets there): the command
 runs in the task's user, mount, UTS, PID and network namespaces as the task's root (the invoking user on
-the host), and a forwarded port reaches the task's own network."""
+the host), a forwarded port reaches the task's own network, and ``exec --debug`` of the ended task opens
+its copy as that user too."""
 
 from __future__ import annotations
 
@@ -54,4 +55,11 @@ def test_exec_and_port_forward_as_an_unprivileged_user(workspace):  # noqa: F811
             forward.wait(timeout=30)
     finally:
         osmo("cancel", "rl-1", check=False)
+    assert osmo.processes_left() == []
+    # the ended task: a debug copy of its view, as that user too
+    debug = subprocess.run(as_nobody("exec", "--debug", "rl-1", "solo", "--", "sh", "-c",
+                                     "id -u; hostname; test -f /tmp/s.py && echo has-files; exit 6"),
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert debug.returncode == 6, debug.stderr
+    assert debug.stdout.split() == ["0", "solo", "has-files"]
     assert osmo.processes_left() == []
