@@ -387,3 +387,22 @@ def test_exec_works_whatever_path_the_task_has(osmo, tmp_path):
         assert done.out.split() == ["/nonexistent", "/osmo/work"]  # nsenter and env found with ours
     finally:
         osmo("cancel", workflow_id)
+
+
+def test_address_picks_where_port_forward_listens(served):
+    tcp_srv, _ = served.ports["srv"]
+    proc = subprocess.Popen(served.argv("port-forward", served.id, "srv", f"{tcp_srv}:0", "--address", "127.0.0.2"),
+                            env=served.osmo.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("forwarding 127.0.0.2:"), line or proc.stderr.read()
+        port = int(line.split()[1].rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.2", port), timeout=20) as conn:
+            assert conn.recv(4) == b"srv "
+        with pytest.raises(OSError):  # not on 127.0.0.1
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    bad = served.run("port-forward", served.id, "srv", f"{tcp_srv}:0", "--address", "no-such-host.invalid")
+    assert bad.returncode == 2 and "--address no-such-host.invalid" in bad.stderr, bad.stderr
