@@ -42,6 +42,18 @@ def access_path(run_dir: str) -> str:
 
 
 def write_record(run_dir: str, launcher_pid: int, init: dict[str, Any], container: bool) -> None:
+    """``make_record`` written to the attempt's run folder (owner-only, atomically)."""
+    record = make_record(launcher_pid, init, container)
+    path = access_path(run_dir)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(record, f)
+    os.replace(temporary, path)
+
+
+def make_record(launcher_pid: int, init: dict[str, Any], container: bool) -> dict[str, Any]:
     """What ``TaskAccess`` needs, from the launcher's config (``init``: never its environment or files)."""
     who = ProcessIdentity.of(launcher_pid)
     record: dict[str, Any] = {"pid": launcher_pid, "start": who.start if who else 0, "boot": who.boot if who else ""}
@@ -54,13 +66,7 @@ def write_record(run_dir: str, launcher_pid: int, init: dict[str, Any], containe
     else:
         record.update(mode=init["mode"], network=init.get("network", "host"), workdir=init["cwd"],
                       rootless=os.geteuid() != 0)
-    path = access_path(run_dir)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    temporary = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(record, f)
-    os.replace(temporary, path)
+    return record
 
 
 def _host_program(name: str) -> str:

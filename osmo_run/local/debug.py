@@ -24,13 +24,12 @@ from typing import Iterator
 
 from osmo_run.contract import RunDir
 from osmo_run.local import launcher, procs, service
-from osmo_run.local.access import TaskAccess
+from osmo_run.local.access import TaskAccess, make_record
 from osmo_run.local.credentials import CredentialError, resolve_workflow
 from osmo_run.local.engine import decide_engine
 from osmo_run.local.errors import CONFLICT, NotFound, RunnerError, closest, did_you_mean
 from osmo_run.local.isolation import Isolation, decide
 from osmo_run.local.prepare import plan_attempt
-from osmo_run.local.procs import ProcessIdentity
 from osmo_run.local.settings import Settings
 from osmo_run.local.statuses import is_terminal
 from osmo_run.spec import SpecError, load_rendered
@@ -114,16 +113,8 @@ def _left_in_run_folder(entry: dict) -> bool:
 
 
 def _access(plan, proc: subprocess.Popen, describe: str) -> TaskAccess:
-    container = plan.image is not None
-    who = ProcessIdentity.of(proc.pid)
-    record = {"pid": proc.pid, "start": who.start if who else 0, "boot": who.boot if who else ""}
-    if container:
-        spec, engine = plan.init["container"], plan.init["engine"]
-        record.update(mode="container", container=spec["name"], pidfile=spec.get("pidfile"), network="host",
-                      engine={"kind": engine["kind"], "path": engine["path"], "rootless": bool(engine.get("rootless"))})
-    else:
-        record.update(mode=plan.init["mode"], network="host", workdir=plan.init["cwd"], rootless=os.geteuid() != 0)
-    return TaskAccess(record, describe)
+    """The copy's way in (its plan has no group network: ``network`` is the host's)."""
+    return TaskAccess(make_record(proc.pid, plan.init, container=plan.image is not None), describe)
 
 
 @contextmanager
