@@ -53,6 +53,13 @@ class Chunker:
         Each yielded view is valid only until the next one is requested: consumers copy what they keep.
         The buffer is reused by the next stream of the same thread.
         """
+        for _, views in self.blocks(f):
+            yield from views
+
+    def blocks(self, f: BinaryIO) -> Iterator[tuple[memoryview, list[memoryview]]]:
+        """The chunks of a binary stream one read block at a time, in order: ``(block, chunks)``,
+        ``block`` the bytes the block's chunks cover back to back. The views are valid until the next
+        block is requested; the buffer is this thread's, reused."""
         buf = self._buffer()
         view = memoryview(buf)
         filled = 0
@@ -63,11 +70,14 @@ class Chunker:
             if not eof and filled < len(buf):
                 continue  # short read (pipes): fill the block before cutting
             start = 0
+            views = []
             for chunk in self._cdc.cut_buf(view[:filled]):
                 if not eof and start + chunk.length == filled:
                     break  # the last chunk may continue in the next block: carry it
-                yield chunk.data
+                views.append(chunk.data)
                 start += chunk.length
+            if views:
+                yield view[:start], views
             if eof:
                 return
             carry = bytes(view[start:filled])

@@ -1,11 +1,9 @@
 """The chunk store: writes chunks into packs with deduplication, and reads them back verified.
 
-Writing: ``PackWriter`` takes chunks from many threads, drops those already stored (in the index or
-earlier in this session), compresses the rest where that saves space, and seals a pack when it
-reaches the target size. A pack is recorded in the index only after the blob store has it durably,
-so the index never points at a pack that is not there, and an interrupted upload's packs are reused
-by the next one. Manifest nodes are stored like chunks (their id is the BLAKE3 of their bytes), in
-the same packs, so deduplication, compression and garbage collection treat them alike.
+Writing: ``writer()`` opens an upload session (``packwriter.py``); ``PackCopier`` copies chunks as
+they are stored into new packs (garbage collection, rescue). Manifest nodes are stored like chunks
+(their id is the BLAKE3 of their bytes), in the same packs, so deduplication, compression and garbage
+collection treat them alike.
 
 Reading: ``decode_chunk`` decompresses a chunk and checks it against its BLAKE3 id; which byte ranges
 of packs a download fetches is planned by ``transfer/spans.py``.
@@ -14,13 +12,9 @@ of packs a download fetches is planned by ``transfer/spans.py``.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-
-import zstandard
 
 from osmo_store import hashing
 from osmo_store.blob import BlobStore
@@ -29,30 +23,16 @@ from osmo_store.chunkcodec import decode_chunk  # noqa: F401  (callers read chun
 from osmo_store.errors import IntegrityError, NotFoundError
 from osmo_store.index import ChunkLocation, LocalIndex
 from osmo_store.packcheck import PackCheck, check_pack
+from osmo_store.packwriter import PackWriter, RecordPack
 from osmo_store.packs import (
-    COMPRESSION_NONE, COMPRESSION_ZSTD, PACK_PREFIX, FooterTooShort, PackBuilder, PackEntry,
+    PACK_PREFIX, FooterTooShort, PackBuilder, PackEntry,
     pack_id_from_key, pack_key, parse_tail,
 )
 
 log = logging.getLogger("osmo.store")
 
 TAIL_GUESS = 64 * 1024
-MAX_PACK_WRITERS = 4  # packs uploaded at once to an object store (each holds one pack in memory)
-LOCAL_PACK_WRITERS = 2  # packs written at once to a local disk
 NODE_CACHE_BATCH = 256  # manifest nodes read from a remote store, written to the index at once
-WRITTEN_MEMORY = 1_000_000  # chunk ids an upload remembers having written (~100 MB at most)
-
-
-_local = threading.local()
-
-
-@dataclass
-class WriteStats:
-    chunks_new: int = 0
-    chunks_dedup: int = 0
-    raw_bytes_new: int = 0
-    packs_written: int = 0
-    bytes_written: int = 0  # packs (chunks and manifest nodes), as stored
 
 
 class ChunkStore:
@@ -274,8 +254,9 @@ class ChunkStore:
         if gone or back:
             self.note_missing(gone, back)
 
-    def writer(self) -> "PackWriter":
-        return PackWriter(self)
+    def writer(self, record_pack: RecordPack | None = None) -> PackWriter:
+        """An upload session writing into this store (``record_pack``: see ``PackWriter``)."""
+        return PackWriter(self, record_pack=record_pack)
 
 
 class PackCopier:
@@ -305,147 +286,3 @@ class PackCopier:
         self.store.index.add_pack(pack_id, size, entries)
         self.packs.append((pack_id, size))
         self.bytes_written += size
-
-
-class PackWriter:
-    """A thread-safe upload session: ``add`` chunks from many threads, then ``flush`` and ``close``.
-
-    Sealed packs go through a queue to background threads that write them and record them in the
-    index, so chunking goes on while packs are being written. A local disk gets two writer threads
-    (one writes a pack while the other waits for its fsync) and at most two sealed packs in flight;
-    an object store gets up to ``MAX_PACK_WRITERS`` (its ``concurrency``) and twice as many packs in
-    flight. Memory is bounded by the pack being filled plus the packs in flight. A write error is
-    raised by the next ``add`` or by ``flush``.
-    """
-
-    def __init__(self, store: ChunkStore, writers: int | None = None) -> None:
-        self.store = store
-        self.stats = WriteStats()
-        self._lock = threading.Lock()
-        self._pending: set[bytes] = set()  # chunks accepted in this session but not yet indexed
-        self._written: set[bytes] = set()  # chunks this session already wrote (bounded, see add)
-        self._builder = PackBuilder()
-        self._target = store.config.pack_target_size
-        self._compress = store.config.compression == "zstd"
-        self._level = store.config.compression_level
-        if store.blob.local:
-            self._writers = writers or LOCAL_PACK_WRITERS
-            in_flight = self._writers
-        else:
-            self._writers = max(1, min(writers or store.blob.concurrency, MAX_PACK_WRITERS))
-            in_flight = 2 * self._writers
-        self._slots = threading.BoundedSemaphore(in_flight)  # sealed packs queued or being written
-        self._queue: queue.Queue = queue.Queue()
-        self._threads: list[threading.Thread] = []
-        self._error: BaseException | None = None
-        self._abandoned = False
-
-    def _compressor(self) -> zstandard.ZstdCompressor:
-        c = getattr(_local, "zc", None)
-        if c is None or getattr(_local, "zc_level", None) != self._level:
-            c = _local.zc = zstandard.ZstdCompressor(level=self._level)
-            _local.zc_level = self._level
-        return c
-
-    def add(self, chunk_id: bytes, data: bytes | memoryview, txn: object = None) -> bool:
-        """Store a chunk unless it is already stored; returns True if it was new.
-
-        ``txn`` is an optional index read transaction reused across the chunks of one file.
-        """
-        if self._error is not None:
-            raise self._error
-        if self.store.index.usable_location(chunk_id, txn) is not None:
-            with self._lock:
-                self.stats.chunks_dedup += 1
-            return False
-        with self._lock:
-            seen = chunk_id in self._pending or chunk_id in self._written
-            if not seen and txn is not None and len(self._written) >= WRITTEN_MEMORY:
-                seen = self.store.index.usable_location(chunk_id) is not None  # snapshot may be stale
-            if seen:
-                self.stats.chunks_dedup += 1
-                return False
-            self._pending.add(chunk_id)
-        stored, compression = data, COMPRESSION_NONE
-        if self._compress:
-            packed = self._compressor().compress(data)
-            if len(packed) < len(data):
-                stored, compression = packed, COMPRESSION_ZSTD
-        if compression == COMPRESSION_NONE:
-            stored = bytes(data)
-        sealed = None
-        with self._lock:
-            self._builder.add(chunk_id, stored, len(data), compression)
-            self.stats.chunks_new += 1
-            self.stats.raw_bytes_new += len(data)
-            if self._builder.size >= self._target:
-                sealed, self._builder = self._builder, PackBuilder()
-        if sealed is not None:
-            self._enqueue(sealed)
-        return True
-
-    def _enqueue(self, builder: PackBuilder) -> None:
-        if not self._threads:
-            with self._lock:
-                if not self._threads:
-                    self._threads = [threading.Thread(target=self._run, name=f"osmo-pack-writer-{i}", daemon=True)
-                                     for i in range(self._writers)]
-                    for thread in self._threads:
-                        thread.start()
-        self._slots.acquire()
-        self._queue.put(builder)
-
-    def _run(self) -> None:
-        while True:
-            builder = self._queue.get()
-            try:
-                if builder is None:
-                    return
-                if self._error is None and not self._abandoned:
-                    self._write(builder)
-            except BaseException as exc:  # handed to the uploading threads
-                self._error = exc
-            finally:
-                if builder is not None:
-                    self._slots.release()
-                self._queue.task_done()
-
-    def _write(self, builder: PackBuilder) -> None:
-        entries = list(builder.entries)
-        pack_id, parts = builder.seal_parts()
-        size = sum(len(p) for p in parts)
-        self.store.blob.put_parts(pack_key(pack_id), parts)
-        del parts
-        self.store.index.add_pack(pack_id, size, entries)
-        with self._lock:
-            self.stats.packs_written += 1
-            self.stats.bytes_written += size
-            ids = [e.chunk_id for e in entries]
-            self._pending.difference_update(ids)
-            if len(self._written) < WRITTEN_MEMORY:
-                self._written.update(ids)
-
-    def flush(self) -> None:
-        """Write the partly filled pack and wait: afterwards every added chunk is durable and indexed."""
-        with self._lock:
-            sealed, self._builder = self._builder, PackBuilder()
-        if len(sealed):
-            self._enqueue(sealed)
-        if self._threads:
-            self._queue.join()
-        if self._error is not None:
-            raise self._error
-
-    def close(self, abandon: bool = False) -> None:
-        """Stop the writer thread; with ``abandon``, packs still queued are dropped (an aborted upload)."""
-        self._abandoned = abandon
-        if self._threads:
-            for _ in self._threads:
-                self._queue.put(None)
-            for thread in self._threads:
-                thread.join()
-            self._threads = []
-
-    def put_tree(self, node_id: bytes, data: bytes) -> None:
-        """Store a manifest node: nodes are chunks of the same packs."""
-        self.add(node_id, data)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgpack
@@ -65,11 +66,18 @@ class PackEntry:
 
 
 class PackBuilder:
-    """Accumulates chunk bodies and seals them into one pack object (one copy, at seal time)."""
+    """Accumulates chunk bodies and seals them into one pack object (one copy, at seal time).
 
-    def __init__(self) -> None:
+    With ``out``, every piece of the pack (header, bodies, footer, trailer) is handed to ``out`` as it
+    is made, in order, instead of being kept (a pack written straight to a file)."""
+
+    def __init__(self, out: Callable[[bytes | memoryview], None] | None = None) -> None:
         header = HEADER + os.urandom(SALT_SIZE)
+        self._out = out
         self._parts: list[bytes] = [header]
+        if out is not None:
+            out(header)
+            self._parts = []
         self._size = HEADER_SIZE
         self._hash = hashing.hasher()  # the pack's name, hashed as bodies come (sealing is then cheap)
         self._hash.update(header)
@@ -82,9 +90,12 @@ class PackBuilder:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def add(self, chunk_id: bytes, stored: bytes, raw_length: int, compression: int) -> PackEntry:
+    def add(self, chunk_id: bytes, stored: bytes | memoryview, raw_length: int, compression: int) -> PackEntry:
         entry = PackEntry(chunk_id, self._size, len(stored), raw_length, compression)
-        self._parts.append(stored)
+        if self._out is not None:
+            self._out(stored)
+        else:
+            self._parts.append(stored)
         self._hash.update(stored)
         self._size += len(stored)
         self.entries.append(entry)
@@ -92,10 +103,15 @@ class PackBuilder:
 
     def seal_parts(self) -> tuple[bytes, list[bytes]]:
         """Return ``(pack_id, parts)``: the pack as pieces to write back to back, without joining
-        them (a 32 MiB copy saved per pack). The builder must not be used afterwards."""
+        them (a 32 MiB copy saved per pack; none with ``out``, which was handed everything). The
+        builder must not be used afterwards."""
         footer = msgpack.packb([e.encode() for e in self.entries], use_bin_type=True)
         trailer = struct.pack("<I", len(footer)) + hashing.digest(footer) + END_MAGIC
         self._parts += [footer, trailer]
+        if self._out is not None:
+            self._out(footer)
+            self._out(trailer)
+            self._parts = []
         self._hash.update(footer)
         self._hash.update(trailer)
         parts, self._parts = self._parts, []

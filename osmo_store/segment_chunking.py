@@ -87,7 +87,13 @@ class SegmentChunker:
                             normalized_chunking=1, seed=0)
 
     def chunks(self, fd: int, size: int) -> Iterator[SegmentChunk]:
-        """The chunks of the first ``size`` bytes of the open file ``fd``, in order.
+        """The chunks of the first ``size`` bytes of the open file ``fd``, in order (see ``batches``)."""
+        for batch in self.batches(fd, size):
+            yield from batch
+
+    def batches(self, fd: int, size: int) -> Iterator[list[SegmentChunk]]:
+        """The chunks of the first ``size`` bytes of the open file ``fd``, in order, a list at a time:
+        every chunk's data stays valid until the next list is requested.
 
         Reads use ``pread`` (the descriptor's offset is not used or moved). If the file turns out
         shorter than ``size``, the chunks stop where it ends (the caller sees the shortfall); bytes past
@@ -116,8 +122,10 @@ class SegmentChunker:
             chain = _Chain(self)
             while pending:
                 segment = pending.popleft().result()
-                yield from chain.follow(segment)
-                free.append(segment.buffer)
+                batch = list(chain.follow(segment))
+                if batch:
+                    yield batch
+                free.append(segment.buffer)  # only now: the batch's views point into it
                 if segment.eof:
                     break
                 submit()

@@ -28,9 +28,11 @@ from osmo_store.errors import SourceChangedError, UsageError
 from osmo_store.hashing import file_digest
 from osmo_store.ids import MAX_VERSION, parse_ref
 from osmo_store.repository import Repository
+from osmo_store.transfer import fileread as fileread_mod
 from osmo_store.transfer import upload as upload_mod
 from osmo_store.transfer.download import remove_stale_parts
-from osmo_store.transfer.upload import READ_ATTEMPTS, UploadRequest
+from osmo_store.transfer.fileread import READ_ATTEMPTS
+from osmo_store.transfer.upload import UploadRequest
 from test_hostile_input import assert_error
 
 HELPERS = os.path.join(os.path.dirname(__file__), "helpers")
@@ -404,29 +406,29 @@ def test_a_file_written_during_the_upload_fails_it(cli, tmp_path, mode):
 
 
 def _change_once_while_read(monkeypatch, path, change):
-    """Apply ``change(path)`` once, right after the first chunk of ``path`` has been read."""
-    real = upload_mod.Chunker.stream
+    """Apply ``change(path)`` once, right after the first block of ``path`` has been read."""
+    real = fileread_mod.Chunker.blocks
     state = {"reads": 0, "changed": False}
 
-    def stream(self, f):
+    def blocks(self, f):
         first = True
-        for view in real(self, f):
-            yield view
+        for block in real(self, f):
+            yield block
             if first and not state["changed"] and state["current"] == path:
                 change(path)
                 state["changed"] = True
             first = False
 
-    real_read = upload_mod.Uploader._read
+    real_read = fileread_mod.FileReader._read
 
-    def read(self, src, writer, *rest):
+    def read(self, src, *rest):
         if src.abspath == str(path):
             state["reads"] += 1
         state["current"] = src.abspath
-        return real_read(self, src, writer, *rest)
+        return real_read(self, src, *rest)
 
-    monkeypatch.setattr(upload_mod.Chunker, "stream", stream)
-    monkeypatch.setattr(upload_mod.Uploader, "_read", read)
+    monkeypatch.setattr(fileread_mod.Chunker, "blocks", blocks)
+    monkeypatch.setattr(fileread_mod.FileReader, "_read", read)
     return state
 
 

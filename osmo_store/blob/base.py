@@ -17,6 +17,9 @@ checks:
 * ``list(prefix)`` yields every key that starts with ``prefix`` and was completely written before the
   call began, in lexicographic order; never a temporary or partial object.
 * ``put_parts`` is ``put`` of the concatenation of its parts (backends may stream them).
+* ``spool(folder)`` (optional: ``None`` where unsupported) is an object written piece by piece before
+  its key is known: ``write`` appends, ``commit(key)`` makes it the object ``key`` exactly as ``put``
+  would (atomic, durable), ``abort`` drops it. Nothing of it is listed or readable before ``commit``.
 * ``delete`` removes a key; deleting a missing key is not an error.
 * ``size`` returns an object's length or raises ``NotFoundError``.
 * Read-after-write: a successful ``put``/``create`` is visible to every later call.
@@ -31,8 +34,9 @@ machine (writes cost CPU and fsync waits rather than round trips).
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from osmo_store.errors import UsageError
 
@@ -56,12 +60,25 @@ class ObjectInfo:
     modified: float
 
 
+class Spool(Protocol):
+    """An object being written piece by piece (``BlobStore.spool``)."""
+
+    size: int  # bytes written so far
+
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    def commit(self, key: str) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class BlobStore(abc.ABC):
     """A flat namespace of byte objects; see the module docstring for the guarantees."""
 
     supports_exclusive_create: bool = True
     concurrency: int = 1
     local: bool = False
+    spools: bool = False  # ``spool`` gives objects written piece by piece
 
     @property
     @abc.abstractmethod
@@ -96,6 +113,11 @@ class BlobStore(abc.ABC):
         """``put`` of the concatenation of ``parts``; backends that can stream them override it."""
         self.put(key, b"".join(parts))
 
+    def spool(self, folder: str) -> Spool | None:
+        """A new object to write piece by piece under ``folder`` (a key prefix ending in ``/``), or
+        ``None``: the caller then keeps the pieces and ``put_parts`` them (object stores)."""
+        return None
+
     def exists(self, key: str) -> bool:
         from osmo_store.errors import NotFoundError
 
@@ -112,6 +134,12 @@ class BlobStore(abc.ABC):
 
     def close(self) -> None:
         """Release connections; the default has nothing to release."""
+
+    def reopener(self) -> Callable[[], BlobStore] | None:
+        """A picklable function that opens this same store in another process (upload workers), or
+        ``None`` when the store cannot be shared that way (memory, wrapped test stores): the caller
+        then keeps the work in its own process."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"

@@ -9,9 +9,10 @@ Temporary files are named ``.tmp-*`` and never listed.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from osmo_store.blob.base import BlobStore, ObjectInfo, check_key
 from osmo_store.errors import AlreadyExistsError, BackendError, NotFoundError
@@ -21,12 +22,16 @@ TMP_PREFIX = ".tmp-"
 
 class LocalBlobStore(BlobStore):
     local = True
+    spools = True
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
 
     @property
     def url(self) -> str:
         return self.root
+
+    def reopener(self) -> Callable[[], BlobStore]:
+        return functools.partial(LocalBlobStore, self.root)
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *check_key(key).split("/"))
@@ -93,6 +98,11 @@ class LocalBlobStore(BlobStore):
             _fsync_dir(os.path.dirname(path))
         except OSError as exc:
             raise self._fail(exc, key, "write") from None
+
+    def spool(self, folder: str) -> LocalSpool:
+        """A temporary file in ``folder`` (``.tmp-*``: never listed; removed by ``remove_temporaries``
+        if its writer is killed), renamed to its key by ``commit``."""
+        return LocalSpool(self, os.path.join(self.root, *check_key(folder.rstrip("/")).split("/")))
 
     def create(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -171,6 +181,50 @@ class LocalBlobStore(BlobStore):
             raise NotFoundError(f"{self.url}: no object {key}") from None
         except OSError as exc:
             raise self._fail(exc, key, "stat") from None
+
+
+class LocalSpool:
+    """A pack (or any object) written straight to a temporary file as it is built: nothing of it held
+    in memory. ``commit`` fsyncs it, renames it to its key and fsyncs the key's folder."""
+
+    def __init__(self, store: LocalBlobStore, folder: str) -> None:
+        self.store = store
+        self.size = 0
+        try:
+            os.makedirs(folder, exist_ok=True)
+            self.path = os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+            self.fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise store._fail(exc, os.path.relpath(folder, store.root), "write") from None
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as exc:
+            self.abort()
+            raise self.store._fail(exc, os.path.basename(self.path), "write") from None
+        self.size += len(data)
+
+    def commit(self, key: str) -> None:
+        path = self.store._path(key)
+        try:
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = None
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.replace(self.path, path)
+            _fsync_dir(os.path.dirname(path))
+        except OSError as exc:
+            self.abort()
+            raise self.store._fail(exc, key, "write") from None
+
+    def abort(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        _unlink_quietly(self.path)
 
 
 def _unlink_quietly(path: str) -> None:

@@ -38,7 +38,9 @@ def dataset() -> None:
 @click.option("--label", multiple=True, metavar="KEY=VALUE", help="Dataset label (repeatable).")
 @include_option
 @exclude_option
-@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Threads for chunking (default: CPUs).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Worker processes reading, chunking and packing files (default: CPUs; threads for uploads "
+                   "under 64 MiB or to remote stores).")
 @click.option("--allow-empty", is_flag=True,
               help="Commit an empty version when no file is selected (default: fail with exit code 2).")
 @json_option
@@ -81,7 +83,10 @@ def upload(state, target, paths, desc, metadata, label, include, exclude, worker
 @click.argument("dest", type=click.Path())
 @include_option
 @exclude_option
-@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Threads writing files and reading the store (default: CPUs, or the store's concurrency option if larger).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Worker processes reading the store, verifying and writing files (default: CPUs); threads for "
+                   "downloads under 64 MiB or from remote stores (default: CPUs, or the store's concurrency "
+                   "option if larger).")
 @json_option
 @pass_state
 def download(state, source, dest, include, exclude, workers, as_json) -> None:

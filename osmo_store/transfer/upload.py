@@ -1,16 +1,15 @@
 """Upload: folders -> chunks in packs -> manifest tree -> version event, in that order.
 
-Files are chunked, hashed and compressed by a pool of threads (pyfastcdc, blake3 and zstandard all
-release the GIL); their entries are consumed in path order to build the manifest tree as they come.
-Memory stays bounded whatever the file sizes: each worker holds one read block, the pack writer one
-pack being filled. The version event is created last, after every pack and manifest node is durable;
-any failure before it leaves no version, and the packs already written are reused next time.
+Files are read, chunked, hashed and compressed by worker processes for a large upload to a store
+they can open (``upload_procs.py``: every core, one interpreter lock each), else by a pool of threads
+(pyfastcdc, blake3 and zstandard release the GIL, the per-chunk bookkeeping does not); their entries
+are consumed in path order to build the manifest tree as they come. Memory stays bounded whatever the
+file sizes: each worker holds one read block and one pack being filled. The version event is created
+last, after every pack and manifest node is durable; any failure before it leaves no version, and the
+packs already written are reused next time.
 
 Nothing half-done: an upload that selects no file commits nothing unless the request allows an empty
-version, and a file is trusted only when its identity (size, mtime, ctime, inode, device) is the same
-before and after reading it and the bytes read match its size; otherwise it is read again, and after
-``READ_ATTEMPTS`` the upload fails naming it (``SourceChangedError``). A file changed within
-``RACY_NS`` of its read, where timestamps are too coarse to tell, must read the same twice.
+version, and a file is trusted only when it did not change while it was read (``fileread.py``).
 
 The stat cache is keyed by the file's identity (device and inode), not the spelling of its path, so
 the same folder given as a relative or absolute path, through a symbolic link or a bind mount, is
@@ -22,36 +21,35 @@ of the upload are not cached at all, so a later change cannot fall within the ti
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from osmo_store import hashing
 from osmo_store.catalog import Catalog
 from osmo_store.chunking import Chunker
 from osmo_store.chunkstore import ChunkStore, PackWriter
+from osmo_store.packwriter import WriteStats
 from osmo_store.datasets import DatasetLog, current_user
-from osmo_store.errors import NotFoundError, SourceChangedError, UsageError
+from osmo_store.errors import NotFoundError, UsageError
 from osmo_store.index import LocalIndex
 from osmo_store.manifest import LEAF, Checksum, FileEntry, TreeBuilder, iter_nodes
 from osmo_store.transfer.filters import PathFilter
 from osmo_store.transfer.lookahead import in_order
-from osmo_store.transfer.progress import REPORT_INTERVAL, ByteTally, Cancelled, FileBytes, Progress, result_reporting
+from osmo_store.transfer.fileread import FileReader, segment_chunker
+from osmo_store.transfer.progress import REPORT_INTERVAL, ByteTally, FileBytes, Progress, result_reporting
 from osmo_store.transfer.overlap import ProtectedFolders
 from osmo_store.transfer.scan import ScanResult, SourceFile, scan
+from osmo_store.transfer.upload_procs import ProcessPipeline, process_min_bytes
 
 RACY_SECONDS = 2  # files modified this recently are not put in the stat cache
 STAT_BATCH = 1000
 SNAPSHOT_CHUNKS = 256  # chunks looked up in one index read snapshot
 RESCUE_ATTEMPTS = 5  # rounds of copying chunks out of condemned packs before giving up
-READ_ATTEMPTS = 3  # reads of a file that changes while it is read before the upload fails
-RACY_NS = 50_000_000  # a file changed this close to its read needs a second, equal read
 
 
 @dataclass
@@ -103,13 +101,16 @@ class Uploader:
         self.index = index
         self.catalog = catalog
         self.log = log
-        self.workers = workers or max(2, os.cpu_count() or 2)
+        self.workers = workers or max(2, os.cpu_count() or 2)  # threads
+        self.processes = workers or os.cpu_count() or 1  # worker processes, for a large upload
         self.progress = progress or Progress()
         self.chunker = Chunker(chunks.config.chunker)
         self.protected = protected
         self._cancel = threading.Event()
         self.progress_interval = REPORT_INTERVAL
         self._bytes_done = ByteTally()  # bytes the workers have read, reported by the consuming thread
+        self.process_min_bytes = process_min_bytes()  # uploads this large go to worker processes
+        self._worker_stats = WriteStats()  # what worker processes stored
 
     def run(self, req: UploadRequest) -> UploadResult:
         start = time.monotonic()
@@ -126,6 +127,7 @@ class Uploader:
         if not scanned.files and not req.allow_empty:
             raise UsageError(_nothing_selected(req, scanned))
         writer = self.chunks.writer()
+        self._worker_stats = WriteStats()
         nodes = NodeCounter(writer)
         tree = TreeBuilder(nodes.put, self.chunks.config.manifest_node_entries)
         checksum = Checksum()
@@ -133,7 +135,7 @@ class Uploader:
         self.progress.start("upload", len(scanned.files), scanned.total_bytes)
         completed = False
         try:
-            for entry, reused in self._entries(scanned.files, writer):
+            for entry, reused in self._entries(scanned.files, writer, scanned.total_bytes):
                 tree.add(entry)
                 checksum.add(entry.path, entry.size, entry.executable, entry.digest)
                 unchanged += reused
@@ -144,18 +146,21 @@ class Uploader:
         finally:
             writer.close(abandon=not completed)
             self.progress.finish()
+        stats = WriteStats()
+        stats.merge(writer.stats)
+        stats.merge(self._worker_stats)
         fields = {
             "root": root.hex(), "user": current_user(), "description": req.description,
             "metadata": dict(req.metadata), "labels": dict(req.labels),
             "logical_bytes": tree.bytes, "files": tree.files,
-            "stored_bytes": writer.stats.bytes_written, "checksum": checksum.hexdigest(),
+            "stored_bytes": stats.bytes_written, "checksum": checksum.hexdigest(),
         }
         record = self._commit(req, root, fields, gc_seen)
         return UploadResult(
             dataset=req.dataset, version=record["version"], files=tree.files,
             logical_bytes=tree.bytes, stored_bytes=fields["stored_bytes"],
             seconds=round(time.monotonic() - start, 3), files_unchanged=unchanged,
-            chunks_new=writer.stats.chunks_new - nodes.new, chunks_deduplicated=writer.stats.chunks_dedup - nodes.old,
+            chunks_new=stats.chunks_new - nodes.new, chunks_deduplicated=stats.chunks_dedup - nodes.old,
             manifest_nodes_new=nodes.new, checksum=record["checksum"], skipped=scanned.skipped)
 
     def _commit(self, req: UploadRequest, root: bytes, fields: dict, gc_seen: int) -> dict:
@@ -187,21 +192,41 @@ class Uploader:
         raise NotFoundError(f"{req.dataset}: garbage collection kept condemning this upload's data; "
                             "run it again with a longer 'osmo store gc --min-age'")
 
-    def _entries(self, files: list[SourceFile], writer: PackWriter):
-        """Entries in path order, processed by the thread pool with a bounded look-ahead."""
+    def _entries(self, files: list[SourceFile], writer: PackWriter, bytes_to_read: int):
+        """``(entry, from the stat cache)`` in path order: on worker processes for large uploads to a
+        store they can open (``upload_procs.py``), else on a thread pool with a bounded look-ahead."""
         stat_batch: list[tuple[bytes, list]] = []
+        if bytes_to_read >= self.process_min_bytes and ProcessPipeline.usable(self.chunks):
+            pipeline = ProcessPipeline(self.chunks, self.processes, self._bytes_done)
+            try:
+                for item in pipeline.entries(files, self._cached_entry, self._report_bytes):
+                    yield self._collect(item, stat_batch)
+                pipeline.flush()
+                self.catalog.stat_store(stat_batch)
+            finally:
+                pipeline.close()
+                self._worker_stats = pipeline.stats
+            return
         ex = ThreadPoolExecutor(self.workers, thread_name_prefix="osmo-upload")
+        reader = FileReader(self.chunker, lambda: _SharedWriterSink(self.index, writer), self._cancel.is_set,
+                            segment_chunker(self.chunker, os.cpu_count() or 1))
         try:
-            for item in in_order(ex, files, lambda src: self._process(src, writer), lambda src: src.size):
-                yield self._collect(item, stat_batch)
+            for item in in_order(ex, files, lambda src: self._process(src, reader), lambda src: src.size):
+                _, future = item
+                yield self._collect(result_reporting(future, self.progress, self._bytes_done,
+                                                     self.progress_interval), stat_batch)
             self.catalog.stat_store(stat_batch)
         finally:
             self._cancel.set()
             ex.shutdown(wait=True, cancel_futures=True)
 
-    def _collect(self, item, stat_batch: list) -> tuple[FileEntry, bool]:
-        _, future = item
-        entry, reused, src = result_reporting(future, self.progress, self._bytes_done, self.progress_interval)
+    def _report_bytes(self) -> None:
+        nbytes = self._bytes_done.take()
+        if nbytes:
+            self.progress.advance(0, nbytes)
+
+    def _collect(self, item: tuple[FileEntry, bool, SourceFile], stat_batch: list) -> tuple[FileEntry, bool]:
+        entry, reused, src = item
         if not reused and time.time() - max(src.mtime_ns, src.ctime_ns) / 1e9 > RACY_SECONDS:
             stat_batch.append((_stat_key(src), _stat_value(src, entry)))
             if len(stat_batch) >= STAT_BATCH:
@@ -209,76 +234,14 @@ class Uploader:
                 stat_batch.clear()
         return entry, reused
 
-    def _process(self, src: SourceFile, writer: PackWriter) -> tuple[FileEntry, bool, SourceFile]:
+    def _process(self, src: SourceFile, reader: FileReader) -> tuple[FileEntry, bool, SourceFile]:
         """The file's entry, whether the stat cache supplied it, and the file's identity as read."""
         cached = self._cached_entry(src)
         if cached is not None:
             self._bytes_done.add(cached.size)
             return cached, True, src
-        file_bytes = FileBytes(self._bytes_done)
-        previous = None
-        for _ in range(READ_ATTEMPTS):
-            read = self._read(src, writer, file_bytes)
-            if read is None:
-                continue  # changed while read: read it again
-            entry, seen, racy = read
-            if not racy or (previous is not None and (previous.digest, previous.size) == (entry.digest, entry.size)):
-                file_bytes.settle(entry.size)
-                return entry, False, seen
-            previous = entry
-        raise SourceChangedError(f"{src.abspath}: changed while it was read ({READ_ATTEMPTS} attempts); nothing "
-                                 "was committed: upload again once it is no longer being written", path=src.abspath)
-
-    def _read(self, src: SourceFile, writer: PackWriter,
-              file_bytes: FileBytes) -> tuple[FileEntry, SourceFile, bool] | None:
-        """Read, chunk and store the file once: its entry, its identity and whether the read was racy;
-        ``None`` when it changed during the read. Bytes read are counted in ``file_bytes``."""
-        file_bytes.restart()
-        try:
-            fd = os.open(src.abspath, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise SourceChangedError(f"{src.abspath}: disappeared while it was being read; nothing was committed",
-                                     path=src.abspath) from None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise SourceChangedError(f"{src.abspath}: was replaced by a symbolic link while it was being read; "
-                                         "nothing was committed", path=src.abspath) from None
-            raise UsageError(f"{src.abspath}: cannot read: {exc.strerror}", path=src.abspath) from None
-        started_ns = time.time_ns()
-        h = hashing.hasher()
-        chunks = []
-        txn = self.index.snapshot()
-        try:
-            with os.fdopen(fd, "rb", buffering=0) as f:
-                before = os.fstat(fd)
-                if not stat.S_ISREG(before.st_mode):
-                    raise SourceChangedError(f"{src.abspath}: is no longer a regular file; nothing was committed",
-                                             path=src.abspath)
-                for view in self.chunker.stream(_Capped(f, before.st_size + 1)):
-                    if self._cancel.is_set():
-                        raise Cancelled()
-                    cid = hashing.digest(view)
-                    h.update(view)
-                    writer.add(cid, view, txn)
-                    chunks.append((cid, len(view)))
-                    file_bytes.add(len(view))
-                    if len(chunks) % SNAPSHOT_CHUNKS == 0:
-                        # a long-lived read snapshot keeps LMDB from reusing pages: the index
-                        # file, and with it the mapped memory, would grow with the upload
-                        txn.abort()
-                        txn = self.index.snapshot()
-                after = os.fstat(fd)
-        except OSError as exc:
-            raise UsageError(f"{src.abspath}: read failed: {exc.strerror}", path=src.abspath) from None
-        finally:
-            txn.abort()
-        size = sum(n for _, n in chunks)
-        if _identity(before) != _identity(after) or size != before.st_size:
-            return None
-        seen = replace(src, size=size, mode=stat.S_IMODE(before.st_mode), mtime_ns=before.st_mtime_ns,
-                       ctime_ns=before.st_ctime_ns, ino=before.st_ino, dev=before.st_dev)
-        racy = before.st_ctime_ns >= started_ns - RACY_NS  # ctime: users cannot set it
-        return FileEntry(src.path, size, seen.mode, seen.mtime_ns, h.digest(), tuple(chunks)), seen, racy
+        entry, seen = reader.entry(src, FileBytes(self._bytes_done))
+        return entry, False, seen
 
     def _cached_entry(self, src: SourceFile) -> FileEntry | None:
         value = self.catalog.stat_lookup(_stat_key(src))
@@ -290,26 +253,6 @@ class Uploader:
         if not all(self.index.usable_location(cid) is not None for cid, _ in chunks):
             return None
         return FileEntry(src.path, size, src.mode, src.mtime_ns, digest, tuple((c, n) for c, n in chunks))
-
-
-class _Capped:
-    """A raw file that reads at most ``limit`` bytes: a file growing while it is read is not followed
-    for ever (one byte past its size already says it changed)."""
-
-    def __init__(self, f, limit: int) -> None:
-        self._f = f
-        self._left = limit
-
-    def readinto(self, view) -> int:
-        if self._left <= 0:
-            return 0
-        got = self._f.readinto(memoryview(view)[: self._left]) or 0
-        self._left -= got
-        return got
-
-
-def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
 
 
 def _nothing_selected(req: UploadRequest, scanned: ScanResult) -> str:
@@ -324,6 +267,32 @@ def _nothing_selected(req: UploadRequest, scanned: ScanResult) -> str:
     why = ", ".join(reasons) if reasons else "no files found"
     return (f"nothing to upload from {sources}: {why}; nothing was committed "
             "(--allow-empty commits an empty version)")
+
+
+class _SharedWriterSink:
+    """The threads' sink: each chunk hashed and added to the upload's shared pack writer, looked up in
+    an index read snapshot renewed every ``SNAPSHOT_CHUNKS`` chunks (a long-lived snapshot keeps LMDB
+    from reusing pages: the index file, and with it the mapped memory, would grow with the upload)."""
+
+    def __init__(self, index: LocalIndex, writer: PackWriter) -> None:
+        self.index = index
+        self.writer = writer
+        self.txn = index.snapshot()
+        self.count = 0
+
+    def store(self, views: list[memoryview], done: Callable[[int], None], ids: list[bytes] | None = None) -> list[bytes]:
+        ids = [hashing.digest(v) for v in views] if ids is None else ids
+        for view, cid in zip(views, ids):
+            self.writer.add(cid, view, self.txn)
+            done(len(view))
+            self.count += 1
+            if self.count % SNAPSHOT_CHUNKS == 0:
+                self.txn.abort()
+                self.txn = self.index.snapshot()
+        return ids
+
+    def end(self) -> None:
+        self.txn.abort()
 
 
 class NodeCounter:

@@ -23,20 +23,20 @@ class InjectedFailure(RuntimeError):
 
 def main() -> int:
     store, dataset, folder, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    real_stream = Chunker.stream
+    real_blocks = Chunker.blocks
     lock = threading.Lock()
     seen = [0]
 
-    def failing_stream(self, f):
-        for view in real_stream(self, f):
+    def failing_blocks(self, f):
+        for block, views in real_blocks(self, f):
             with lock:
-                seen[0] += 1
+                seen[0] += len(views)
                 count = seen[0]
             if count > limit:
                 raise InjectedFailure(f"injected failure after {limit} chunks")
-            yield view
+            yield block, views
 
-    Chunker.stream = failing_stream
+    Chunker.blocks = failing_blocks
     repo = Repository.open(store)
     try:
         repo.upload(UploadRequest(dataset, [folder]))
