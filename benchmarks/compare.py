@@ -554,6 +554,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="v2: smallest edit, bytes (default 4)")
     ap.add_argument("--edit-size-max", type=int, default=corpus.EDIT_SIZE_MAX,
                     help="v2: largest edit, bytes (default 8192); sizes are log-uniform")
+    ap.add_argument("--scaling", metavar="SETS", nargs="?", const="corpus,small,single", default=None,
+                    help="also measure osmo with 1 and 2 workers beside restic (benchmarks/scaling.py) on these "
+                         "data sets (default: corpus,small,single)")
+    from benchmarks import scaling  # it builds on this module's tools: imported once this one is loaded
+
+    scaling.add_arguments(ap)
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
@@ -672,6 +678,12 @@ def main(argv: list[str] | None = None) -> int:
         print("FAILURES:")
         for f in failures:
             print(f"  - {f}")
+    scaled = None
+    if args.scaling:
+        args.sets = [s for s in args.scaling.split(",") if s]
+        scaled = scaling.run(work / "scaling", args)
+        print(f"\nscaling on {os.cpu_count()} CPUs (benchmarks/scaling.py)\n")
+        print(scaling.table(scaled))
 
     if args.json_out:
         out = {
@@ -681,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
             "corpus": {"v1": s1, "v2": s2},
             "results": results,
             "rss_upload": rss,
+            "scaling": scaled,
             "targets": verdicts,
             "failures": failures,
             "wall_seconds": round(time.time() - t_start, 1),

@@ -315,12 +315,13 @@ def test_a_killed_worker_ends_the_upload_with_one_line_and_commits_nothing(tmp_p
     assert_rerun_completes(cli, src, expected, tmp_path)
 
 
-@pytest.mark.parametrize("how", ["SIGKILL", "Ctrl-C"])
-def test_an_upload_killed_or_interrupted_mid_way_leaves_no_worker_and_no_version(tmp_path, big_source, how):
+@pytest.mark.parametrize("how,packs", [("SIGKILL", 1), ("SIGKILL", 40), ("Ctrl-C", 3)])
+def test_an_upload_killed_or_interrupted_mid_way_leaves_no_worker_and_no_version(tmp_path, big_source, how, packs):
+    """Killed after ``packs`` packs of about 50 are durable (early, late) or interrupted."""
     src, expected = big_source
     cli, proc = started_upload(tmp_path, src)
     try:
-        assert wait_for(lambda: count_packs(cli.store) >= 3 or proc.poll() is not None)
+        assert wait_for(lambda: count_packs(cli.store) >= packs or proc.poll() is not None)
         assert proc.poll() is None, "the upload ended before it could be interrupted"
         if how == "SIGKILL":
             os.kill(proc.pid, signal.SIGKILL)

@@ -20,6 +20,7 @@ Each worker reads, chunks, hashes, compresses and writes its own packs; this pro
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, wait
@@ -31,19 +32,10 @@ from osmo_store.transfer.progress import REPORT_INTERVAL, ByteTally
 from osmo_store.transfer.scan import SourceFile
 from osmo_store.transfer.upload_worker import WorkerSpec
 from osmo_store.transfer import workerprocs
-from osmo_store.transfer.workerprocs import WorkerProcesses, takes_another
+from osmo_store.transfer.workerprocs import JOB_BYTES, JOB_FILES, MAX_AHEAD, WorkerProcesses, takes_another
 
-PROCESS_MIN_BYTES = 64 * 1024 * 1024  # smaller uploads stay on threads: starting processes costs ~0.2 s
-MIN_BYTES_VARIABLE = "OSMO_UPLOAD_PROCESS_MIN_BYTES"  # overrides it (0: always processes)
-JOB_BYTES = 8 * 1024 * 1024
-JOB_FILES = 256
-MAX_AHEAD = 8192  # files sent to workers whose entries were not yet yielded
-
-
-def process_min_bytes() -> int:
-    """From how many bytes to read an upload uses worker processes: ``PROCESS_MIN_BYTES``, or the
-    environment's ``OSMO_UPLOAD_PROCESS_MIN_BYTES``."""
-    return workerprocs.process_min_bytes(MIN_BYTES_VARIABLE, PROCESS_MIN_BYTES)
+MIN_BYTES_VARIABLE = "OSMO_UPLOAD_PROCESS_MIN_BYTES"  # the threshold, 64 MiB unless set (0: always processes)
+process_min_bytes = functools.partial(workerprocs.process_min_bytes, MIN_BYTES_VARIABLE)  # the threshold in use
 
 
 class ProcessPipeline:

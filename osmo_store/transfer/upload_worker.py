@@ -27,7 +27,7 @@ from osmo_store.index import LocalIndex
 from osmo_store.packwriter import PackWriter
 from osmo_store.transfer.fileread import FileReader, segment_chunker
 from osmo_store.transfer.progress import BATCH, FileBytes
-from osmo_store.transfer.workerprocs import WorkerLink, worker_main
+from osmo_store.transfer.workerprocs import LinkTally, WorkerLink, worker_main
 
 SEND_BYTES = 8 * BATCH  # progress inside files is sent when this much has been read
 CLAIM_BYTES = 4 * 1024 * 1024  # new chunks of small files gathered before one claim for all
@@ -41,23 +41,6 @@ class WorkerSpec:
     index_path: str
     config: StoreConfig
     segment_threads: int  # threads cutting one large file (fileread.SEGMENTED_FROM)
-
-
-class _Tally:
-    """Bytes read inside files, sent to the parent in batches (``FileBytes`` adds to it)."""
-
-    def __init__(self, link: WorkerLink) -> None:
-        self.link = link
-        self.pending = 0
-
-    def add(self, nbytes: int) -> None:
-        self.pending += nbytes
-        if self.pending >= SEND_BYTES:
-            self.link.send(("bytes", self.take()))
-
-    def take(self) -> int:
-        nbytes, self.pending = self.pending, 0
-        return nbytes
 
 
 class ClaimingSink:
@@ -121,7 +104,7 @@ def serve(link: WorkerLink, spec: WorkerSpec) -> None:
     sink = ClaimingSink(index, writer, link)
     chunker = Chunker(spec.config.chunker)
     reader = FileReader(chunker, lambda: sink, lambda: False, segment_chunker(chunker, spec.segment_threads))
-    tally = _Tally(link)
+    tally = LinkTally(link, SEND_BYTES)
     finished = False
     try:
         while True:

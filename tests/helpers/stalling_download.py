@@ -15,11 +15,11 @@ import sys
 import time
 
 from osmo_store.cli.main import cli
-from osmo_store.transfer import download
+from osmo_store.transfer import filewrite
 
 
 def main() -> None:
-    real_create = download._create_part
+    real_create = filewrite.create_part
 
     def stalling_create(folder: str, target: str) -> tuple[int, str]:
         fd, tmp = real_create(folder, target)
@@ -28,7 +28,8 @@ def main() -> None:
         while True:
             time.sleep(60)
 
-    download._create_part = stalling_create
+    filewrite.create_part = stalling_create
+    os.environ["OSMO_DOWNLOAD_PROCESS_MIN_BYTES"] = str(2**62)  # threads: the patch does not reach worker processes
     cli(args=sys.argv[1:], prog_name="osmo")
 
 
