@@ -189,9 +189,11 @@ class Catalog:
 
     # stat cache -------------------------------------------------------------------------------
 
-    def stat_lookup(self, key: bytes) -> list | None:
-        with self.index.read() as txn:
-            return self.index.get(txn, "statcache", key)
+    def stat_lookup(self, key: bytes, txn: lmdb.Transaction | None = None) -> list | None:
+        if txn is None:
+            with self.index.read() as txn:
+                return self.index.get(txn, "statcache", key)
+        return self.index.get(txn, "statcache", key)
 
     def stat_store(self, items: Iterable[tuple[bytes, list]]) -> None:
         with self.index.write() as txn:

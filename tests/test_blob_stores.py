@@ -87,3 +87,25 @@ def test_metered_store_counts_failed_requests_too():
     assert dict(metered.requests) == {"get": 1, "get_range": 2, "size": 1, "put": 1}
     assert (metered.bytes_in, metered.bytes_out) == (2, 3)
     assert metered.local is False and MeteredBlobStore(LocalBlobStore("/nonexistent")).local is True
+
+
+def test_a_local_spool_becomes_its_object_only_when_committed(tmp_path):
+    """Small pieces are gathered into large writes, large ones written through; nothing is listed
+    before ``commit``; ``abort`` leaves no file."""
+    store = LocalBlobStore(str(tmp_path / "store"))
+    pieces = [os.urandom(n) for n in (10, 300_000, 5, 2_000_000, 70_000, 1)] + [b"x" * 100] * 20_000
+    spool = store.spool("packs/")
+    for piece in pieces:
+        spool.write(memoryview(piece))
+    assert spool.size == sum(map(len, pieces))
+    assert list(store.list("packs/")) == []
+    spool.commit("packs/ab/abcdef")
+    assert store.get("packs/ab/abcdef") == b"".join(pieces)
+    assert list(store.list("packs/")) == ["packs/ab/abcdef"]
+
+    dropped = store.spool("packs/")
+    dropped.write(b"never")
+    dropped.abort()
+    leftovers = [name for _, _, names in os.walk(tmp_path / "store") for name in names]
+    assert leftovers == ["abcdef"]
+    assert MemoryBlobStore("spool").spool("packs/") is None  # stores that cannot spool say so

@@ -199,7 +199,7 @@ class Uploader:
         if bytes_to_read >= self.process_min_bytes and ProcessPipeline.usable(self.chunks):
             pipeline = ProcessPipeline(self.chunks, self.processes, self._bytes_done)
             try:
-                for item in pipeline.entries(files, self._cached_entry, self._report_bytes):
+                for item in pipeline.entries(files, self._cached_entries, self._report_bytes):
                     yield self._collect(item, stat_batch)
                 pipeline.flush()
                 self.catalog.stat_store(stat_batch)
@@ -243,14 +243,20 @@ class Uploader:
         entry, seen = reader.entry(src, FileBytes(self._bytes_done))
         return entry, False, seen
 
-    def _cached_entry(self, src: SourceFile) -> FileEntry | None:
-        value = self.catalog.stat_lookup(_stat_key(src))
+    def _cached_entries(self, files: list[SourceFile]) -> list[FileEntry | None]:
+        """``_cached_entry`` of many files, in one index read transaction."""
+        with self.index.read() as txn:
+            return [self._cached_entry(src, txn) for src in files]
+
+    def _cached_entry(self, src: SourceFile, txn: object = None) -> FileEntry | None:
+        """The file's entry from the stat cache, if the file is unchanged and its chunks all usable."""
+        value = self.catalog.stat_lookup(_stat_key(src), txn)
         if value is None:
             return None
         size, mtime_ns, ctime_ns, ino, dev, digest, chunks = value
         if (size, mtime_ns, ctime_ns, ino, dev) != (src.size, src.mtime_ns, src.ctime_ns, src.ino, src.dev):
             return None
-        if not all(self.index.usable_location(cid) is not None for cid, _ in chunks):
+        if not all(self.index.usable_location(cid, txn) is not None for cid, _ in chunks):
             return None
         return FileEntry(src.path, size, src.mode, src.mtime_ns, digest, tuple((c, n) for c, n in chunks))
 

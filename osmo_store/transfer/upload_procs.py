@@ -59,11 +59,13 @@ class ProcessPipeline:
         """Whether worker processes can open this store."""
         return chunks.blob.reopener() is not None
 
-    def entries(self, files: list[SourceFile], cached: Callable[[SourceFile], FileEntry | None],
+    def entries(self, files: list[SourceFile], cached: Callable[[list[SourceFile]], list[FileEntry | None]],
                 report: Callable[[], None]) -> Iterator[tuple[FileEntry, bool, SourceFile]]:
-        """``(entry, from the stat cache, identity as read)`` per file, in order; ``report`` is called
-        at least every ``REPORT_INTERVAL`` seconds while waiting."""
+        """``(entry, from the stat cache, identity as read)`` per file, in order; ``cached`` gives the
+        stat cache's entries of some files (``None``: read it); ``report`` is called at least every
+        ``REPORT_INTERVAL`` seconds while waiting."""
         results: dict[int, tuple[FileEntry, bool, SourceFile]] = {}
+        self._files = files
         queued: dict[Connection, list[int]] = {link: [] for link in self._links}  # bytes of jobs sent
         jobs = 0
         sent = done = 0
@@ -79,7 +81,7 @@ class ProcessPipeline:
                 job, sent = self._next_job(files, sent, cached, results)
                 if job:
                     self._workers.send(link, ("files", jobs, job))
-                    queued[link].append(sum(src.size for _, src in job))
+                    queued[link].append(sum(item[3] for item in job))  # the files' sizes
                     jobs += 1
             if done in results:
                 continue
@@ -88,23 +90,24 @@ class ProcessPipeline:
                     queued[link].pop(0)
             report()
 
-    def _next_job(self, files: list[SourceFile], start: int, cached: Callable[[SourceFile], FileEntry | None],
-                  results: dict) -> tuple[list[tuple[int, SourceFile]], int]:
-        """The next job from ``start``: files the stat cache answers go straight to ``results``."""
-        job: list[tuple[int, SourceFile]] = []
-        nbytes = 0
-        i = start
-        while i < len(files) and len(job) < JOB_FILES and nbytes < JOB_BYTES:
+    def _next_job(self, files: list[SourceFile], start: int,
+                  cached: Callable[[list[SourceFile]], list[FileEntry | None]],
+                  results: dict) -> tuple[list[tuple], int]:
+        """The next job from ``start`` (files as plain tuples: quicker to send than objects); files
+        the stat cache answers (looked up together) go straight to ``results``."""
+        end, nbytes = start, 0
+        while end < len(files) and end - start < JOB_FILES and nbytes < JOB_BYTES:
+            nbytes += files[end].size
+            end += 1
+        job = []
+        for i, entry in zip(range(start, end), cached(files[start:end])):
             src = files[i]
-            entry = cached(src)
             if entry is not None:
                 results[i] = (entry, True, src)
                 self.tally.add(entry.size)
             else:
-                job.append((i, src))
-                nbytes += src.size
-            i += 1
-        return job, i
+                job.append((i, src.path, src.abspath, src.size, src.mode, src.mtime_ns, src.ctime_ns, src.ino, src.dev))
+        return job, end
 
     def _handle(self, link: Connection, results: dict) -> bool:
         """Handle one message from a worker; True when it finished its job."""
@@ -120,8 +123,10 @@ class ProcessPipeline:
         elif kind == "done":
             _, _, entries, nbytes = msg
             self.tally.add(nbytes)
-            for i, entry, seen in entries:
-                results[i] = (entry, False, seen)
+            for i, size, mode, mtime_ns, digest, chunks, ctime_ns, ino, dev in entries:
+                src = self._files[i]
+                results[i] = (FileEntry(src.path, size, mode, mtime_ns, digest, chunks), False,
+                              SourceFile(src.path, src.abspath, size, mode, mtime_ns, ctime_ns, ino, dev))
             return True
         elif kind == "flushed":
             self.stats.merge(msg[1])

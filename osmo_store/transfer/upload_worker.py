@@ -4,13 +4,13 @@ Started by ``upload_procs.ProcessPipeline`` through ``workerprocs.py`` (its firs
 ``WorkerSpec``); it opens the blob store and the local index itself (LMDB serves many reader
 processes; this process never writes the index) and talks to the parent over its socket:
 
-* parent -> worker: ``("files", job, [(i, SourceFile), ...])``, ``("flush",)``, ``None`` (stop);
+* parent -> worker: ``("files", job, [(i, SourceFile fields...), ...])``, ``("flush",)``, ``None`` (stop);
   ``("granted", [bool, ...])`` answers a claim.
 * worker -> parent: ``("claim", [chunk id, ...])`` for the chunks of a read block the index does not
   hold, then waits for the answer: only granted chunks are stored here (another worker claimed the
   others first, see docs/ARCHITECTURE.md); ``("pack", pack id, size, entries)`` once a pack is durable
   (the parent records it in the index); ``("bytes", n)`` progress inside large files;
-  ``("done", job, [(i, entry, seen), ...], bytes)``; ``("flushed", stats)``; ``("error", exception)``.
+  ``("done", job, [(i, size, mode, mtime_ns, digest, chunks, ctime_ns, ino, dev), ...], bytes)``; ``("flushed", stats)``; ``("error", exception)``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from osmo_store.index import LocalIndex
 from osmo_store.packwriter import PackWriter
 from osmo_store.transfer.fileread import FileReader, segment_chunker
 from osmo_store.transfer.progress import BATCH, FileBytes
+from osmo_store.transfer.scan import SourceFile
 from osmo_store.transfer.workerprocs import LinkTally, WorkerLink, worker_main
 
 SEND_BYTES = 8 * BATCH  # progress inside files is sent when this much has been read
@@ -114,9 +115,10 @@ def serve(link: WorkerLink, spec: WorkerSpec) -> None:
             if msg[0] == "files":
                 _, job, files = msg
                 done = []
-                for i, src in files:
-                    entry, seen = reader.entry(src, FileBytes(tally))
-                    done.append((i, entry, seen))
+                for i, *fields in files:
+                    entry, seen = reader.entry(SourceFile(*fields), FileBytes(tally))
+                    done.append((i, entry.size, entry.mode, entry.mtime_ns, entry.digest, entry.chunks,
+                                 seen.ctime_ns, seen.ino, seen.dev))
                 sink.settle()
                 link.send(("done", job, done, tally.take()))
             elif msg[0] == "flush":
