@@ -35,7 +35,7 @@ THREADS = {"OSMO_DOWNLOAD_PROCESS_MIN_BYTES": str(2**62)}
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     """A tiny-chunk store holding ``ds:1``: 400 small files (some empty, some executable), three large
-    ones (two of 12 MiB: a job each) and duplicates of a large and a small file."""
+    ones (two of 9 MiB: a job each) and duplicates of a large and a small file."""
     cli = Cli.tiny(tmp_path_factory, "download-processes")
     rnd = random.Random(17)
     src = cli.root / "src"
@@ -43,7 +43,7 @@ def template(tmp_path_factory):
         size = 0 if i % 50 == 0 else rnd.randrange(1, 30_000)
         write_file(src / "small" / f"d{i % 7}" / f"f{i:03d}.bin", rnd.randbytes(size), mtime_ns=T0 + i,
                    mode=0o755 if i % 9 == 0 else 0o644)
-    big = {name: rnd.randbytes(size) for name, size in (("a.bin", 12 * MiB), ("b.bin", 12 * MiB), ("c.bin", 3 * MiB))}
+    big = {name: rnd.randbytes(size) for name, size in (("a.bin", 9 * MiB), ("b.bin", 9 * MiB), ("c.bin", 2 * MiB))}
     for name, data in big.items():
         write_file(src / "big" / name, data, mtime_ns=T0 + 1000)
     write_file(src / "dup" / "a-copy.bin", big["a.bin"], mtime_ns=T0 + 2000)
