@@ -18,8 +18,10 @@ import time
 import pytest
 
 from conftest import Cli
+from helpers import workerprocs
 from helpers.storefiles import entries_of, find_chunk, flip
 from helpers.trees import snapshot, write_file
+from helpers.workerprocs import alive
 from osmo_store.repository import Repository
 from osmo_store.transfer import download as download_module
 from osmo_store.transfer.download_procs import JOB_BYTES, JOB_FILES, _next_job
@@ -27,7 +29,6 @@ from osmo_store.transfer.progress import Progress
 
 MiB = 1024 * 1024
 T0 = 1_600_000_000_000_000_000
-WORKER_MODULE = "osmo_store.transfer.download_worker"
 PROCESSES = {"OSMO_DOWNLOAD_PROCESS_MIN_BYTES": "0"}
 THREADS = {"OSMO_DOWNLOAD_PROCESS_MIN_BYTES": str(2**62)}
 
@@ -60,38 +61,8 @@ def client(tmp_path, template, name: str = "client", env: dict | None = None) ->
     return new
 
 
-def children(pid: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError, ValueError):
-            continue
-        if fields[0] != "Z" and int(fields[1]) == pid:
-            out.append(int(name))
-    return out
-
-
-def is_worker(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return WORKER_MODULE.encode() in f.read()
-    except OSError:
-        return False
-
-
 def workers_of(pid: int) -> list[int]:
-    return [child for child in children(pid) if is_worker(child)]
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie no one has reaped yet counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return workerprocs.workers_of(workerprocs.DOWNLOAD, pid)
 
 
 def writing_a_part_file(pids: list[int]) -> int | None:

@@ -20,6 +20,7 @@ import time
 import pytest
 
 from conftest import Cli
+from helpers import workerprocs
 from helpers.trees import snapshot, write_file
 from osmo_store.repository import Repository
 from osmo_store.transfer import fileread, upload_procs
@@ -225,38 +226,12 @@ def test_a_file_that_keeps_changing_fails_the_upload_naming_it(tmp_path):
 
 def worker_pids(parent_pid: int) -> list[int]:
     """Upload worker processes started by ``parent_pid``."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if ppid == parent_pid and b"osmo_store.transfer.upload_worker" in cmdline:
-            found.append(int(name))
-    return found
+    return workerprocs.workers_of(workerprocs.UPLOAD, parent_pid)
 
 
 def orphaned_workers(cache_dir: str) -> list[int]:
     """Upload workers still alive whose environment names this test's cache (their parent is gone)."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                if b"osmo_store.transfer.upload_worker" not in f.read():
-                    continue
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if f"OSMO_CACHE_DIR={cache_dir}".encode() in f.read().split(b"\0"):
-                    found.append(int(name))
-        except OSError:
-            continue
-    return found
+    return workerprocs.workers_with_env(workerprocs.UPLOAD, f"OSMO_CACHE_DIR={cache_dir}")
 
 
 def wait_for(predicate, timeout: float = 30.0):
