@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from osmo_store.chunkstore import ChunkStore
 from osmo_store.errors import IntegrityError, NotFoundError, UsageError
 from osmo_store.manifest import FileEntry, iter_entries
-from osmo_store.transfer.download_procs import ProcessDownload, process_min_bytes
+from osmo_store.transfer.thresholds import DOWNLOAD_VARIABLE, process_min_bytes
 from osmo_store.transfer.filewrite import DAMAGED, SKIPPED, FileWriter, remove_stale_parts
 from osmo_store.transfer.filters import PathFilter
 from osmo_store.transfer.lookahead import in_order
@@ -55,7 +55,7 @@ class Downloader:
         remote = 0 if chunks.blob.local else chunks.blob.concurrency
         self.workers = workers or max(2, os.cpu_count() or 2, remote)
         self.processes = workers or os.cpu_count() or 1  # worker processes, for a large download
-        self.process_min_bytes = process_min_bytes()  # downloads this large go to worker processes
+        self.process_min_bytes = process_min_bytes(DOWNLOAD_VARIABLE)  # downloads this large go to worker processes
         self.progress = progress or Progress()
         self.progress_interval = REPORT_INTERVAL
         self._bytes_done = ByteTally()  # bytes the workers have written, reported by the consuming thread
@@ -97,7 +97,9 @@ class Downloader:
                   total: int) -> Iterator[tuple[FileEntry, str, str | None]]:
         """``(entry, outcome, why damaged)`` in path order: on worker processes for a large download
         from a store they can open, else on a thread pool with a bounded look-ahead."""
-        if entries and total >= self.process_min_bytes and ProcessDownload.usable(self.chunks):
+        if entries and total >= self.process_min_bytes and self.chunks.blob.reopener() is not None:
+            from osmo_store.transfer.download_procs import ProcessDownload  # the process machinery, when used
+
             procs = ProcessDownload(self.chunks, min(self.processes, len(entries)), self._bytes_done, base,
                                     self.protected, self.progress_interval)
             try:

@@ -18,20 +18,18 @@ are removed (or, if they were killed, by the next download into that folder).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, wait
 
 from osmo_store.chunkstore import ChunkStore
 from osmo_store.manifest import FileEntry
-from osmo_store.transfer import workerprocs
+from osmo_store.transfer import thresholds
 from osmo_store.transfer.download_worker import DownloadSpec
 from osmo_store.transfer.overlap import ProtectedFolders
 from osmo_store.transfer.progress import REPORT_INTERVAL, ByteTally
 from osmo_store.transfer.workerprocs import JOB_BYTES, JOB_FILES, MAX_AHEAD, WorkerProcesses, takes_another
 
-MIN_BYTES_VARIABLE = "OSMO_DOWNLOAD_PROCESS_MIN_BYTES"  # the threshold, 64 MiB unless set (0: always processes)
-process_min_bytes = functools.partial(workerprocs.process_min_bytes, MIN_BYTES_VARIABLE)  # the threshold in use
+MIN_BYTES_VARIABLE = thresholds.DOWNLOAD_VARIABLE
 
 
 class ProcessDownload:
@@ -48,11 +46,6 @@ class ProcessDownload:
                                         workers, "a download worker", "the files written so far are in place "
                                         "(run the download again to finish: they are skipped)")
         self._links = self._workers.links
-
-    @staticmethod
-    def usable(chunks: ChunkStore) -> bool:
-        """Whether worker processes can open this store."""
-        return chunks.blob.reopener() is not None
 
     def pids(self) -> list[int]:
         return self._workers.pids()

@@ -44,7 +44,7 @@ from osmo_store.transfer.fileread import FileReader, segment_chunker
 from osmo_store.transfer.progress import REPORT_INTERVAL, ByteTally, FileBytes, Progress, result_reporting
 from osmo_store.transfer.overlap import ProtectedFolders
 from osmo_store.transfer.scan import ScanResult, SourceFile, scan
-from osmo_store.transfer.upload_procs import ProcessPipeline, process_min_bytes
+from osmo_store.transfer.thresholds import UPLOAD_VARIABLE, process_min_bytes
 
 RACY_SECONDS = 2  # files modified this recently are not put in the stat cache
 STAT_BATCH = 1000
@@ -109,7 +109,7 @@ class Uploader:
         self._cancel = threading.Event()
         self.progress_interval = REPORT_INTERVAL
         self._bytes_done = ByteTally()  # bytes the workers have read, reported by the consuming thread
-        self.process_min_bytes = process_min_bytes()  # uploads this large go to worker processes
+        self.process_min_bytes = process_min_bytes(UPLOAD_VARIABLE)  # uploads this large go to worker processes
         self._worker_stats = WriteStats()  # what worker processes stored
 
     def run(self, req: UploadRequest) -> UploadResult:
@@ -196,7 +196,9 @@ class Uploader:
         """``(entry, from the stat cache)`` in path order: on worker processes for large uploads to a
         store they can open (``upload_procs.py``), else on a thread pool with a bounded look-ahead."""
         stat_batch: list[tuple[bytes, list]] = []
-        if bytes_to_read >= self.process_min_bytes and ProcessPipeline.usable(self.chunks):
+        if bytes_to_read >= self.process_min_bytes and self.chunks.blob.reopener() is not None:
+            from osmo_store.transfer.upload_procs import ProcessPipeline  # the process machinery, when used
+
             pipeline = ProcessPipeline(self.chunks, self.processes, self._bytes_done)
             try:
                 for item in pipeline.entries(files, self._cached_entries, self._report_bytes):

@@ -20,7 +20,6 @@ Each worker reads, chunks, hashes, compresses and writes its own packs; this pro
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, wait
@@ -31,11 +30,10 @@ from osmo_store.packwriter import WRITTEN_MEMORY, WriteStats
 from osmo_store.transfer.progress import REPORT_INTERVAL, ByteTally
 from osmo_store.transfer.scan import SourceFile
 from osmo_store.transfer.upload_worker import WorkerSpec
-from osmo_store.transfer import workerprocs
+from osmo_store.transfer import thresholds
 from osmo_store.transfer.workerprocs import JOB_BYTES, JOB_FILES, MAX_AHEAD, WorkerProcesses, takes_another
 
-MIN_BYTES_VARIABLE = "OSMO_UPLOAD_PROCESS_MIN_BYTES"  # the threshold, 64 MiB unless set (0: always processes)
-process_min_bytes = functools.partial(workerprocs.process_min_bytes, MIN_BYTES_VARIABLE)  # the threshold in use
+MIN_BYTES_VARIABLE = thresholds.UPLOAD_VARIABLE
 
 
 class ProcessPipeline:
@@ -53,11 +51,6 @@ class ProcessPipeline:
                                         "an upload worker", "nothing was committed (run the upload again: "
                                         "what it stored is reused)")
         self._links = self._workers.links
-
-    @staticmethod
-    def usable(chunks: ChunkStore) -> bool:
-        """Whether worker processes can open this store."""
-        return chunks.blob.reopener() is not None
 
     def entries(self, files: list[SourceFile], cached: Callable[[list[SourceFile]], list[FileEntry | None]],
                 report: Callable[[], None]) -> Iterator[tuple[FileEntry, bool, SourceFile]]:

@@ -24,31 +24,15 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 import osmo_store
-from osmo_store.errors import BackendError, OsmoError, UsageError
+from osmo_store.errors import BackendError, OsmoError
 
 STOP_WAIT = 0.5  # seconds a worker gets to exit after being told to stop, before SIGTERM
 TERM_WAIT = 10.0  # seconds it gets to clean up after SIGTERM (finish or drop a pack write), before SIGKILL
 
 
-PROCESS_MIN_BYTES = 64 * 1024 * 1024  # smaller transfers stay on threads: starting processes costs ~0.2 s
 JOB_BYTES = 8 * 1024 * 1024  # a job: consecutive files up to this many bytes ...
 JOB_FILES = 256  # ... or this many files
 MAX_AHEAD = 8192  # files sent to workers whose results were not yet handed on in order
-
-
-def process_min_bytes(variable: str, default: int = PROCESS_MIN_BYTES) -> int:
-    """From how many bytes a transfer uses worker processes (starting them costs ~0.2 s): ``default``,
-    or the environment's ``variable`` (0: always)."""
-    value = os.environ.get(variable)
-    if value is None or not value.strip():
-        return default
-    try:
-        number = int(value)
-        if number < 0:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"{variable}={value!r}: give a number of bytes (0 or more)") from None
-    return number
 
 
 def takes_another(queued: list[int], job_bytes: int) -> bool:
