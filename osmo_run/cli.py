@@ -15,10 +15,11 @@ registered into the ``osmo`` command by the CLI's entry point; tests may drive t
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import click
 
@@ -26,7 +27,7 @@ from osmo_run.interactive_cli import exec_command, port_forward
 from osmo_run.rsync_cli import rsync_command_line, rsync_shell
 from osmo_run.local import logs as task_logs
 from osmo_run.local import report, service
-from osmo_run.local.errors import INTERNAL, INTERRUPTED, RunnerError
+from osmo_run.local.errors import INTERNAL, INTERRUPTED, USAGE, RunnerError
 from osmo_run.local.statuses import WorkflowStatus
 from osmo_run.spec import Dag, DatasetInput, LoadedSpec, SpecError, TaskInput, UrlInput, Workflow, load_file
 
@@ -72,6 +73,27 @@ def summary(workflow: Workflow) -> dict[str, Any]:
                        "inputs": [_describe_input(i) for i in task.inputs]} for task in group.tasks],
         } for group in workflow.groups],
     }
+
+
+LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
+LABEL_VALUE_MAX = 256
+
+
+def parse_labels(items: Iterable[str]) -> dict[str, str]:
+    """``KEY=VALUE`` items as a dict; a malformed or repeated one is a ``RunnerError`` (exit 2) naming it."""
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not LABEL_KEY.fullmatch(key):
+            raise RunnerError(f"--label {item!r}: expected KEY=VALUE, KEY of letters, digits and . _ / - "
+                              "(up to 63, starting with a letter or digit)", USAGE, field="label")
+        if len(value) > LABEL_VALUE_MAX or any(ch in value for ch in "\r\n\0"):
+            raise RunnerError(f"--label {key}: the value must be one line of at most {LABEL_VALUE_MAX} characters",
+                              USAGE, field="label")
+        if key in labels:
+            raise RunnerError(f"--label {key} is given twice", USAGE, field="label")
+        labels[key] = value
+    return labels
 
 
 def _plural(n: int, word: str) -> str:
@@ -153,13 +175,16 @@ def validate(file: str, set_items, set_string_items, as_json: bool) -> None:
 @click.option("--runner", type=click.Choice(["local", "kubernetes"]), default=None,
               help="Where the tasks run: this machine, or the cluster of the pool config's kubernetes: "
                    "section (docs/KUBERNETES.md). Default: the pool config's runner:, else local.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="Label the workflow (shown by list, query and osmo ui, which filters by them). Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def submit(ctx: click.Context, file: str, set_items, set_string_items, dry_run: bool, wait: bool,
-           store: str | None, runner: str, as_json: bool) -> None:
+           store: str | None, runner: str, labels: tuple[str, ...], as_json: bool) -> None:
     """Render and validate FILE, then run it (on this machine, or with --runner kubernetes on a
     cluster) and print its id (with --dry-run: print the rendered spec). Without --wait the
     workflow runs on after the command returns."""
+    parsed_labels = parse_labels(labels)
     loaded = _load(file, set_items, set_string_items)
     if dry_run:
         text = loaded.rendered.text
@@ -168,7 +193,8 @@ def submit(ctx: click.Context, file: str, set_items, set_string_items, dry_run: 
     root = ctx.find_root()
     if store is None and root.get_parameter_source("store_url") == click.core.ParameterSource.COMMANDLINE:
         store = root.params.get("store_url")  # osmo --store X workflow submit ...
-    workflow_id, proc = service.submit(loaded, file=file, store=service.store_argument(store), runner=runner)
+    workflow_id, proc = service.submit(loaded, file=file, store=service.store_argument(store), runner=runner,
+                                       labels=parsed_labels)
     if not wait:
         click.echo(json.dumps({"id": workflow_id, "status": WorkflowStatus.PENDING.value}) if as_json else workflow_id)
         return

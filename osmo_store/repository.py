@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 from osmo_store.blob import BlobStore, LocalBlobStore, open_blob_store
@@ -23,6 +23,7 @@ from osmo_store.damage import DamageFinder
 from osmo_store.datasets import DatasetLog
 from osmo_store.errors import (AlreadyExistsError, FormatVersionError, IndexDamagedError, IntegrityError,
                                NotFoundError, UsageError)
+from osmo_store.hashing import hasher
 from osmo_store.ids import Ref, parse_ref
 from osmo_store.index import LocalIndex
 from osmo_store import maintenance
@@ -219,6 +220,25 @@ class Repository:
         _, rec = self.log.resolve(ref)
         return rec, list(iter_entries(self.chunks.get_tree, bytes.fromhex(rec["root"])))
 
+    def read_file(self, ref: str | Ref, path: str) -> tuple[FileEntry, Iterator[bytes]]:
+        """One file of a version and its bytes, chunk by chunk, each chunk checked against its id and the
+        whole against the file's BLAKE3 digest at the end (``IntegrityError`` then: the caller must not
+        keep what it got). An unknown path: ``NotFoundError``."""
+        rec, entries = self.entries(ref)
+        entry = next((e for e in entries if e.path == path), None)
+        if entry is None:
+            raise NotFoundError(f"version {rec['version']} has no file {path!r}")
+
+        def chunks() -> Iterator[bytes]:
+            digest = hasher()
+            for chunk_id, _length in entry.chunks:
+                data = self.chunks.read_chunk(chunk_id)
+                digest.update(data)
+                yield data
+            if digest.digest() != entry.digest:
+                raise IntegrityError(f"file {path!r} of version {rec['version']} does not match its digest")
+        return entry, chunks()
+
     def tree_shape(self, ref: str | Ref) -> list[dict]:
         ref = parse_ref(ref) if isinstance(ref, str) else ref
         _, rec = self.log.resolve(ref)
@@ -229,6 +249,22 @@ class Repository:
         _, ra = self.log.resolve(parse_ref(a))
         _, rb = self.log.resolve(parse_ref(b))
         return list(diff_trees(self.chunks.get_tree, bytes.fromhex(ra["root"]), bytes.fromhex(rb["root"])))
+
+    def diff_summary(self, a: str, b: str) -> dict:
+        """``diff`` as ``osmo dataset diff --json`` prints it: ``added``/``removed`` (path, size), ``changed``
+        (path, old_size, new_size) and the byte sums ``bytes_added``, ``bytes_removed``, ``bytes_changed``."""
+        out: dict = {"added": [], "removed": [], "changed": []}
+        for old, new in self.diff(a, b):
+            if old is None:
+                out["added"].append({"path": new.path, "size": new.size})
+            elif new is None:
+                out["removed"].append({"path": old.path, "size": old.size})
+            else:
+                out["changed"].append({"path": new.path, "old_size": old.size, "new_size": new.size})
+        out["bytes_added"] = sum(f["size"] for f in out["added"])
+        out["bytes_removed"] = sum(f["size"] for f in out["removed"])
+        out["bytes_changed"] = sum(f["new_size"] for f in out["changed"])
+        return out
 
     def describe(self, name: str) -> dict:
         """A dataset with its versions (deleted ones included, marked) and tags. A version's

@@ -99,6 +99,7 @@ def _state(records: ClusterRecords, record: Record) -> dict[str, Any]:
             state.update(status="FAILED", reason=f"{problem}; see kubectl logs {supervisor_name(record.id)} "
                                                  f"-n {records.namespace}")
     state["runner"] = {"supervisor": "cluster", "namespace": records.namespace, "pod": supervisor_name(record.id)}
+    state["labels"] = (record.settings or {}).get("labels") or {}
     return state
 
 
@@ -122,7 +123,7 @@ def listing(pool: KubePool) -> list[dict[str, Any]]:
         found = records.all()
     except RecordError as exc:
         raise _translate(exc) from None
-    keys = ("id", "name", "status", "exit_code", "submitted", "started", "ended", "seconds", "reason")
+    keys = ("id", "name", "status", "exit_code", "submitted", "started", "ended", "seconds", "reason", "labels")
     return [{k: state.get(k) for k in keys} for state in (_state(records, r) for r in found)]
 
 

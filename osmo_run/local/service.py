@@ -43,14 +43,14 @@ SUPERVISORS = {"local": "osmo_run.local.supervisor", "kubernetes": "osmo_run.kub
 
 
 def submit(loaded: LoadedSpec, *, file: str | None, store: str | None,
-           runner: str | None = None) -> tuple[str, subprocess.Popen | None]:
+           runner: str | None = None, labels: dict[str, str] | None = None) -> tuple[str, subprocess.Popen | None]:
     """Record the workflow and start its supervisor (on ``runner``, default: the pool config's
     ``runner``, else local); returns the id and the supervisor process (None: it runs in the cluster,
     ``kube/remote.py``)."""
     workflow = loaded.workflow
     settings = load_settings()
     runner = runner or settings.runner
-    settings = replace(settings, runner=runner)
+    settings = replace(settings, runner=runner, labels=dict(labels or {}))
     if runner == "local":
         problems = check_workflow(workflow, settings, pool_capacity(settings), pool_gpus(settings))
     elif settings.kubernetes is None:
@@ -199,6 +199,22 @@ def _span(row: dict[str, Any], start: str = "started_at", end: str = "ended_at")
     return out
 
 
+def _submitted_with(row, key: str, default: Any) -> Any:
+    """What ``submit`` kept in a workflow's settings snapshot (its runner, its labels)."""
+    try:
+        return json.loads(row["settings"] or "{}").get(key, default)
+    except (ValueError, AttributeError):
+        return default
+
+
+def _runner(row) -> str:
+    return _submitted_with(row, "runner", "local")
+
+
+def _labels(row) -> dict[str, str]:
+    return _submitted_with(row, "labels", {}) or {}
+
+
 def query(workflow_id: str) -> dict[str, Any]:
     """Everything known about one workflow, as ``query --json`` prints it."""
     if (pool := in_cluster(workflow_id)) is not None:
@@ -230,6 +246,7 @@ def query(workflow_id: str) -> dict[str, Any]:
         return {"id": row["id"], "name": row["name"], "status": row["status"], "exit_code": row["exit_code"],
                 "reason": row["reason"], "submitted": iso(row["submitted_at"]), **_span(row),
                 "file": row["file"], "store": row["store"], "isolation": row["isolation"],
+                "runner": _runner(row), "labels": _labels(row),
                 "supervisor_pid": row["supervisor_pid"], "state_dir": state.paths.root,
                 "workflow_dir": state.paths.workflow_dir(workflow_id), "groups": groups}
     finally:
@@ -243,7 +260,8 @@ def listing() -> tuple[list[dict[str, Any]], str | None]:
     try:
         state.reconcile()
         items = [{"id": r["id"], "name": r["name"], "status": r["status"], "exit_code": r["exit_code"],
-                  "submitted": iso(r["submitted_at"]), **_span(r), "reason": r["reason"]}
+                  "submitted": iso(r["submitted_at"]), **_span(r), "reason": r["reason"], "runner": _runner(r),
+                  "labels": _labels(r)}
                  for r in state.workflows()]
     finally:
         state.close()

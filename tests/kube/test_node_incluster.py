@@ -10,6 +10,8 @@ what it may do, and the API server enforces it (RBAC)."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -110,6 +112,34 @@ def test_the_workflow_runs_on_without_the_submitting_machine(cluster_run):
     assert supervisor.status.phase == "Succeeded"
     with pytest.raises(client.ApiException):  # the credentials it was given are deleted at the end
         core.read_namespaced_secret(info["runner"]["pod"], NAMESPACE)
+
+
+def test_the_web_ui_of_a_fresh_machine_shows_the_clusters_workflow_its_graph_and_masked_logs(cluster_run):
+    """``osmo ui`` (its app, in this process) on the machine that did not submit: the cluster's record."""
+    from starlette.testclient import TestClient
+
+    from osmo_ui.app import create_app
+    from osmo_ui.security import Guard
+    from osmo_ui.sources import Sources
+
+    _, other, workflow_id, _, _ = cluster_run
+    info = other.wait(workflow_id, 300)
+    patch = pytest.MonkeyPatch()
+    for key, value in other.env.items():
+        patch.setenv(key, value)
+    try:
+        with TestClient(create_app(Sources(poll_seconds=0.2), Guard.for_host("127.0.0.1")),
+                        base_url="http://127.0.0.1:8642") as ui:
+            listing = ui.get("/workflows").text
+            assert f'<tr data-id="{workflow_id}" data-status="COMPLETED" data-pool="kubernetes">' in listing
+            page = ui.get(f"/workflows/{workflow_id}").text
+            assert set(re.findall(r'<g class="task ok" data-task="([^"]+)"', page)) == set(tasks_of(info))
+            assert "supervisor in the cluster" in page and 'data-from="make" data-to="consume"' in page
+            lines = ui.get(f"/api/workflows/{workflow_id}/logs").json()["lines"]
+            assert ["produce", 1, "task", "token=***"] in lines and ["use", 1, "task", "got: made in the cluster"] in lines
+            assert TOKEN not in page and TOKEN not in json.dumps(lines)
+    finally:
+        patch.undo()
 
 
 def test_a_fresh_machine_cancels_a_workflow_running_in_the_cluster(cluster_run):

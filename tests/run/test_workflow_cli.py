@@ -111,3 +111,22 @@ def test_submit_dry_run_rejects_an_invalid_spec(tmp_path):
     result = run("submit", "--dry-run", spec)
     assert result.exit_code == 2
     assert f"{spec}:3: workflow.timeout.exec_timeout: bad duration 'soon'" in result.output
+
+
+def test_submit_labels_the_workflow_for_list_and_query_and_refuses_malformed_labels(tmp_path):
+    env = {"OSMO_STATE_DIR": str(tmp_path / "state"), "OSMO_STORE": str(tmp_path / "store"),
+           "OSMO_CACHE_DIR": str(tmp_path / "cache"), "OSMO_POOL_CONFIG": str(tmp_path / "pool.yaml"),
+           "OSMO_ENGINE": "none"}
+    result = CliRunner().invoke(workflow, ["submit", str(DATA / "hello_world.yaml"), "--wait", "--label", "team=perception",
+                                           "--label", "run/kind=night build"], env=env)
+    assert result.exit_code == 0, result.output
+    listed = json.loads(CliRunner().invoke(workflow, ["list", "--json"], env=env).output)
+    assert listed[0]["labels"] == {"team": "perception", "run/kind": "night build"}
+    queried = json.loads(CliRunner().invoke(workflow, ["query", "hello-osmo-1", "--json"], env=env).output)
+    assert queried["labels"] == {"team": "perception", "run/kind": "night build"}
+    for bad, says in ((["--label", "no-equals"], "expected KEY=VALUE"), (["--label", "-x=1"], "expected KEY=VALUE"),
+                      (["--label", "a=1", "--label", "a=2"], "--label a is given twice"),
+                      (["--label", "a=" + "v" * 257], "at most 256 characters")):
+        refused = CliRunner().invoke(workflow, ["submit", str(DATA / "hello_world.yaml"), *bad], env=env)
+        assert refused.exit_code == 2 and says in refused.output and "Traceback" not in refused.output
+    assert len(json.loads(CliRunner().invoke(workflow, ["list", "--json"], env=env).output)) == 1  # nothing submitted

@@ -43,6 +43,21 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
+def stop_process_group(proc: subprocess.Popen, grace: float, graceful: bool = True) -> None:
+    """SIGTERM ``proc``'s process group (it leads one) and wait ``grace`` s, then SIGKILL (at once if not
+    ``graceful``); returns once ``proc`` is reaped."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30))[0 if graceful else 1:]:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
 class ManagedServer:
     """``start()`` (returns self) / ``stop()`` (idempotent, also at exit) / context manager."""
 
@@ -136,18 +151,8 @@ class DaemonServer(ManagedServer):
     def stop_daemon(self, name: str, graceful: bool = True) -> None:
         """SIGTERM its process group and wait ``term_grace`` s, then SIGKILL (at once if not ``graceful``)."""
         proc = self.procs.pop(name, None)
-        if proc is None:
-            return
-        for sig, wait in ((signal.SIGTERM, self.term_grace), (signal.SIGKILL, 30))[0 if graceful else 1:]:
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        if proc is not None:
+            stop_process_group(proc, self.term_grace, graceful)
 
     def _stop(self) -> None:
         for name in reversed(list(self.procs)):
