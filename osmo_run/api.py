@@ -139,6 +139,7 @@ def workflow(workflow_id: str) -> dict[str, Any]:
         group["waiting_for"] = group["reason"] if group["status"] in ("SCHEDULING", "WAITING") else None
         for task in group["tasks"]:
             task["granted"] = by_task.get(task["name"]) or group["granted"]
+            task["granted_to"] = "task" if task["name"] in by_task else "group" if group["granted"] else None
             if spec is None:
                 continue
             try:

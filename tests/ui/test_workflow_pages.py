@@ -276,7 +276,7 @@ def test_a_waiting_group_says_what_it_waits_for_and_a_running_one_what_it_was_gr
         found = re.search(r'<span class="waiting-for">waiting: ([^<]+)</span>', waiting)
         assert found and ui_osmo.query(queued)["groups"][0]["reason"].split("(")[0].strip()[:40] in found[1]
         running = client.get(f"/workflows/{holder}").text
-        assert re.search(r'class="note granted">granted on local/[^:]+: 1(\.0)? cpu', running), running
+        assert re.search(r'class="note granted">its group holds on local/[^:]+: 1(\.0)? cpu', running), running
         assert client.get(f"/api/workflows/{holder}").json()["groups"][0]["granted"]["cpu"] == 1
     finally:
         for line in ui_osmo("list", "--json").json():
