@@ -4,7 +4,8 @@
 Channels of the Kubernetes stream protocol: 0 stdin, 1 stdout, 2 stderr, 3 the command's end (a
 ``Status``: ``Success`` or the ``ExitCode`` cause), 4 the terminal's size. ``ExecSession.run`` reads
 the frames in the calling thread and writes them, unbuffered, to this process's stdout and stderr
-(``write_all``); a second thread sends this process's stdin and the window size after each SIGWINCH.
+(``write_all``); a second thread sends this process's stdin and the window size after each SIGWINCH. Both
+use the same TLS connection, so its socket is shared through ``sharedsocket.share`` (one SSL call at a time).
 
 End of input: the v5 protocol (API servers 1.30 and later) closes the stdin channel. The v4 protocol
 cannot, so there stdin goes through a relay: the command runs as ``exec "$@" < FIFO`` (``RELAY_READER``,
@@ -28,6 +29,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 from websocket import ABNF, WebSocket, WebSocketException
 
+from osmo_run.kube.sharedsocket import share
 from osmo_run.kube.terminal import STOP, WINCH, Terminal, window_size
 from osmo_run.local.errors import CONFLICT, RunnerError
 
@@ -153,6 +155,9 @@ class ExecSession:
     
     def run(self) -> dict | None:
         """Pump until the command ends; returns its ``Status`` (None: the connection ended without one)."""
+        for ws in (self.main, self.relay):  # each read by one thread while another writes it
+            if ws is not None:
+                share(ws)
         threads = []
         if self.relay is not None:
             threads.append(threading.Thread(target=self._read_relay, name="osmo-exec-relay", daemon=True))

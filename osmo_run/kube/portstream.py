@@ -26,6 +26,7 @@ from kubernetes.stream import stream
 from websocket import WebSocket
 
 from osmo_run.kube.execstream import api_reason, close_politely, frames, hang_up, send
+from osmo_run.kube.sharedsocket import share
 
 DATA, ERROR = 0, 1
 CONNECT_CHECK = 0.5
@@ -112,6 +113,7 @@ class _Pump:
         self.remote_done = threading.Event()
 
     def start(self) -> None:
+        share(self.ws)  # one thread reads the websocket while the other writes it (sharedsocket.py)
         threading.Thread(target=self._down, name="osmo-portforward-down", daemon=True).start()
         threading.Thread(target=self._up, name="osmo-portforward-up", daemon=True).start()
 

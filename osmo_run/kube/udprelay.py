@@ -19,6 +19,7 @@ from websocket import WebSocket
 
 from osmo_run.kube.execstream import STDIN, STDOUT, frames, hang_up, open_exec, send
 from osmo_run.kube.objects import SIDECAR_CONTAINER
+from osmo_run.kube.sharedsocket import share
 
 HEADER = struct.Struct(">I")
 MAX_DATAGRAM = 65535
@@ -52,6 +53,7 @@ def open_udp(base: client.ApiClient, namespace: str, pod: str, port: int) -> soc
     """A datagram socket (``SOCK_SEQPACKET``) to UDP ``port`` of ``pod``; ``RunnerError`` when the relay
     cannot be started."""
     ws = open_exec(base, namespace, pod, SIDECAR_CONTAINER, ["python3", "-c", RELAY, str(port)], True).sock
+    share(ws)  # one thread reads the websocket while the other writes it (sharedsocket.py)
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     threading.Thread(target=_replies, args=(ws, theirs), name="osmo-udp-down", daemon=True).start()
     threading.Thread(target=_datagrams, args=(ws, theirs), name="osmo-udp-up", daemon=True).start()
