@@ -90,9 +90,9 @@ def remote_url(request):
     return f"{fixture.url}/store-{uuid.uuid4().hex[:6]}"
 
 
-def _upload(repo, tmp_path, name: str, seed: int) -> None:
+def _upload(repo, tmp_path, name: str, seed: int, files: int = 30, max_size: int = 20_000) -> None:
     src = tmp_path / f"src-{name}-{seed}"
-    random_tree(src, seed=seed, files=30, max_size=20_000)
+    random_tree(src, seed=seed, files=files, max_size=max_size)
     repo.upload(UploadRequest(name, [str(src)]))
 
 
@@ -220,8 +220,8 @@ def test_listing_versions_again_fetches_no_manifest_node(remote_url, tmp_path, t
     ``verify`` still reads them from the store."""
     init_store(open_blob_store(remote_url), tiny_config)
     with Repository(open_blob_store(remote_url), tiny_config, cache_dir=str(tmp_path / "first")) as first:
-        for seed in range(3):
-            _upload(first, tmp_path, "robot", seed)
+        for seed in range(3):  # a dozen small files: manifests of several nodes (4 entries each), few packs
+            _upload(first, tmp_path, "robot", seed, files=12, max_size=6000)
 
     def reads(repo, counting, work) -> int:
         counting.requests.clear()

@@ -56,6 +56,10 @@ def open_s3(url: str, options: dict[str, Any]) -> S3BlobStore:
         "use_listings_cache": False,
         # one retry layer only: ours (blob/retry.py)
         "config_kwargs": {"retries": {"total_max_attempts": 1, "mode": "standard"}},
+        # one GET per read: above 1, s3fs precedes every whole-object read with a HEAD (and, for a missing
+        # key, a LIST too) to decide whether to split it into ranges, which it does only above 50 MiB (packs
+        # are 32 MiB by default); osmo reads in parallel itself
+        "max_concurrency": 1,
     }
     endpoint = options.get("endpoint_url") or endpoint_from_env()
     if endpoint:
