@@ -44,7 +44,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def page_url(host: str, port: int, token: str | None) -> str:
-    shown = f"[{host}]" if ":" in host else host
+    """The URL to open; for a wildcard address (every interface) it names this machine."""
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    shown = f"[{shown}]" if ":" in shown else shown
     return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
 
 
