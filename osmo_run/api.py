@@ -136,7 +136,8 @@ def workflow(workflow_id: str) -> dict[str, Any]:
         group["upstream"] = []
         if dag is not None:
             group["upstream"] = list(dag.upstream.get(group["name"], ()))
-        group["waiting_for"] = group["reason"] if group["status"] in ("SCHEDULING", "WAITING") else None
+        waiting = group["status"] in ("SCHEDULING", "WAITING") or (group["status"] == "INITIALIZING" and group["reason"])
+        group["waiting_for"] = group["reason"] if waiting else None  # the pool's or the cluster's word
         for task in group["tasks"]:
             task["granted"] = by_task.get(task["name"]) or group["granted"]
             task["granted_to"] = "task" if task["name"] in by_task else "group" if group["granted"] else None

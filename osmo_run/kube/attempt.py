@@ -124,6 +124,18 @@ class KubeAttempt:
     def scheduled(self) -> bool:
         return self.node is not None or self.done
 
+    def unscheduled_reason(self) -> str | None:
+        """Why the cluster has not placed this attempt's pod yet (its ``PodScheduled`` condition, e.g.
+        ``Unschedulable: 0/1 nodes are available: 1 Insufficient cpu.``); None once placed or not said."""
+        if self.scheduled:
+            return None
+        pod = self.kube.watcher.snapshot().get(self.pod) or {}
+        for condition in (pod.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                text = ": ".join(x for x in (condition.get("reason"), condition.get("message")) if x)
+                return " ".join(text.split()) or None
+        return None
+
     # -- the barrier ---------------------------------------------------------------------------
     def go(self, listen_wait: float = 0.0) -> None:
         """Start the command (it waits in the task container); with ``listen_wait``, the delivery ends

@@ -77,6 +77,7 @@ class KubeGroupRun(GroupRun):
         self.queue_timeout = queue if queue is not None else ctx.settings.queue_timeout
         self.bound = False
         self.marked_running: dict[str, int] = {}  # task -> the attempt whose RUNNING was recorded
+        self._unscheduled_noted: str | None = None  # the group's reason while the cluster has not placed it
         self.hosts = {t.name: f"{host_name(t.name)}.{self.service}" for t in group.tasks}
 
     def start(self, now: float) -> None:
@@ -159,6 +160,15 @@ class KubeGroupRun(GroupRun):
                        credential_files=[(f.path, f.value) for f in creds.files], checkpoint_dirs=shared,
                        host_mounts=[(m.host, m.container) for m in host_mounts(done, self.kube.pool)])
 
+    def _note_unscheduled(self, current: list) -> None:
+        """While the group waits for the cluster, its reason says why (the scheduler's word on a pod), as the
+        local pool's reason says what a SCHEDULING group waits for; ``query`` and ``osmo ui`` show it."""
+        why = next((f"waiting for the cluster to schedule pod {a.pod}: {reason}"
+                    for a in current if (reason := a.unscheduled_reason())), None)
+        if why != self._unscheduled_noted:
+            self._unscheduled_noted = why
+            self.ctx.state.update_group(self.ctx.workflow_id, self.group.name, reason=why)
+
     def _launch(self, batch: list, now: float) -> None:
         """Say go to the tasks of ``batch`` whose inputs are in: the lead first (see the module docstring)."""
         starting = [a for a in batch if a.phase == "DOWNLOADED"]
@@ -187,13 +197,15 @@ class KubeGroupRun(GroupRun):
             if current and all(a.scheduled for a in current):
                 self.bound = True
                 self.started = math.inf  # the exec timeout counts from the first task container's start (below)
-                self._set_group(GroupStatus.RUNNING)
+                self._set_group(GroupStatus.RUNNING, reason=None)
                 for tr in self.tasks:
                     if tr.status is None:
                         self.ctx.state.update_task(self.ctx.workflow_id, tr.task.name, status=TaskStatus.RUNNING)
             elif self.queue_timeout is not None and now - self.started > self.queue_timeout:
                 self._end("queue", f"queue timeout: the cluster did not schedule the group within "
                                    f"{self.queue_timeout:g} s", now)
+            else:
+                self._note_unscheduled(current)
         if self.bound:  # a later attempt (a RESCHEDULE) is RUNNING again once its pod is scheduled
             for tr in self.tasks:
                 a = tr.attempt

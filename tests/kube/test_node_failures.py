@@ -163,6 +163,41 @@ def test_a_group_the_node_cannot_fit_ends_with_the_queue_timeout(failures):
     assert "queue timeout" in info["groups"][0]["reason"]
 
 
+def test_a_group_waiting_for_the_cluster_says_why_in_query_and_in_osmo_ui(failures, tmp_path):
+    """The scheduler's word on an unplaceable pod is the group's reason while it waits (as the local pool's)."""
+    import re
+    import urllib.request
+
+    from servers.osmo_ui import OsmoUiServer
+
+    spec = tmp_path / "wait.yaml"
+    spec.write_text(textwrap.dedent("""\
+        workflow:
+          name: kwait
+          timeout: {queue_timeout: 10m}
+          resources:
+            huge: {cpu: 1, memory: 4000Gi}
+          tasks:
+          - {name: whale, image: ubuntu:24.04, resource: huge, command: [sh, -c, "echo never"]}
+        """))
+    osmo = failures.osmo
+    workflow_id = osmo.submit(spec, "--runner", "kubernetes", wait=False)
+    try:
+        deadline = time.monotonic() + 120
+        while "Insufficient memory" not in (osmo.query(workflow_id)["groups"][0]["reason"] or ""):
+            assert time.monotonic() < deadline, osmo.query(workflow_id)
+            time.sleep(0.5)
+        reason = osmo.query(workflow_id)["groups"][0]["reason"]
+        assert reason.startswith(f"waiting for the cluster to schedule pod {workflow_id}-whale-1: Unschedulable: ")
+        with OsmoUiServer(osmo.env) as ui, urllib.request.urlopen(f"{ui.url}/workflows/{workflow_id}", timeout=30) as got:
+            page = got.read().decode()
+        shown = re.search(r'<span class="waiting-for">waiting: ([^<]+)</span>', page)
+        assert shown and "Insufficient memory" in shown[1], page[page.find("<table id=\"tasks\""):][:2000]
+    finally:
+        osmo("cancel", workflow_id, check=False)
+    assert osmo.query(workflow_id)["status"] == "FAILED_CANCELED"
+
+
 def test_cancel_leaves_no_object(failures):
     osmo, workflow_id = failures.osmo, failures.ids["cancel"]
     _wait_running(osmo, workflow_id)
