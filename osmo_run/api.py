@@ -184,9 +184,8 @@ def read_logs(workflow_id: str, offsets: dict[str, tuple[int, int]] | None = Non
     start), the offsets to pass next time, and whether the workflow had ended before they were read
     (so nothing more will come). Lines are masked with the credentials that can be resolved now."""
     offsets = dict(offsets or {})
-    finished = service.is_finished(workflow_id) if service.in_cluster(workflow_id) is None else None
     lines: list[LogLine] = []
-    pool = service.in_cluster(workflow_id)
+    pool = service.in_cluster(workflow_id)  # once: it reads the pool config and the state database
     if pool is not None:
         from osmo_run.kube import remote
         finished = is_terminal(remote.query(workflow_id, pool)["status"])
@@ -199,7 +198,8 @@ def read_logs(workflow_id: str, offsets: dict[str, tuple[int, int]] | None = Non
                 found, attempt = _split_lines(name, complete.rstrip("\n"), attempt)
                 lines.extend(found)
             offsets[name] = (offset + len(complete), attempt)
-        return lines, offsets, bool(finished)
+        return lines, offsets, finished
+    finished = service.is_finished(workflow_id)
     mask = text_masker(service.log_secrets(workflow_id))
     for name, path in service.log_paths(workflow_id, task).items():
         offset, attempt = offsets.get(name, (0, 1))
@@ -215,7 +215,7 @@ def read_logs(workflow_id: str, offsets: dict[str, tuple[int, int]] | None = Non
             found, attempt = _split_lines(name, text, attempt)
             lines.extend(LogLine(x.task, x.attempt, x.source, mask(x.text)) for x in found)
         offsets[name] = (offset + len(complete), attempt)
-    return lines, offsets, bool(finished)
+    return lines, offsets, finished
 
 
 def cancel(workflow_id: str) -> dict[str, Any]:
