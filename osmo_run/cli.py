@@ -19,12 +19,11 @@ import re
 import sqlite3
 import sys
 import time
+from importlib import import_module
 from typing import Any, Callable, Iterable
 
 import click
 
-from osmo_run.interactive_cli import exec_command, port_forward
-from osmo_run.rsync_cli import rsync_command_line, rsync_shell
 from osmo_run.local import logs as task_logs
 from osmo_run.local import report, service
 from osmo_run.local.errors import INTERNAL, INTERRUPTED, USAGE, RunnerError
@@ -102,7 +101,23 @@ def _plural(n: int, word: str) -> str:
 
 class WorkflowGroup(click.Group):
     """Turns every error of a subcommand into one line on stderr (one JSON object with ``--json``)
-    and an exit code. Click's usage errors are left to the ``osmo`` group, which reports them alike."""
+    and an exit code. Click's usage errors are left to the ``osmo`` group, which reports them alike.
+
+    ``elsewhere`` names commands defined in other modules (``"module:attribute"``), imported when asked
+    for or listed by ``--help``: ``osmo workflow query`` starts without the interactive commands' modules."""
+
+    def __init__(self, *args, elsewhere: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.elsewhere = dict(elsewhere or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(self.elsewhere))
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name not in self.commands and name in self.elsewhere:
+            module, attribute = self.elsewhere[name].split(":")
+            self.add_command(getattr(import_module(module), attribute), name)
+        return self.commands.get(name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         given = args[:args.index("--")] if "--" in args else args
@@ -137,7 +152,9 @@ def _fail(ctx: click.Context, message: str, exit_code: int, code: str, subject: 
     ctx.exit(exit_code)
 
 
-@click.group("workflow", cls=WorkflowGroup)
+@click.group("workflow", cls=WorkflowGroup, elsewhere={
+    "exec": "osmo_run.interactive_cli:exec_command", "port-forward": "osmo_run.interactive_cli:port_forward",
+    "rsync": "osmo_run.rsync_cli:rsync_command_line", "rsync-shell": "osmo_run.rsync_cli:rsync_shell"})
 def workflow() -> None:
     """Validate and submit workflows written in OSMO's version 2 YAML."""
 
@@ -301,12 +318,6 @@ def spec(workflow_id: str) -> None:
     """Print the rendered spec a workflow was submitted with."""
     text = service.spec(workflow_id)
     click.echo(text, nl=not text.endswith("\n"))
-
-
-workflow.add_command(exec_command)
-workflow.add_command(port_forward)
-workflow.add_command(rsync_command_line)
-workflow.add_command(rsync_shell)
 
 
 @click.group("pool", cls=WorkflowGroup)

@@ -1,133 +1,42 @@
 """The repository facade: one object that opens a store and offers every operation the CLI needs.
 
-It resolves where things live (the store URL, the local index under the cache directory keyed by the
-store's id), creates the default store on first use, and wires the layers together. Callers above it
-(the CLI, the sidecar) never touch the layers directly.
+It opens a store where ``location.py`` says it lives (creating the per-user default on first use), and
+wires the layers together. Callers above it (the CLI, the sidecar) never touch the layers directly.
+
+The engines of single operations (upload, download, usage, retention, verify, repair, gc) are imported
+by the methods that run them: a command starts by loading only what it uses.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from osmo_store.blob import BlobStore, LocalBlobStore, open_blob_store
 from osmo_store.catalog import Catalog
 from osmo_store.chunkstore import ChunkStore
-from osmo_store.config import CONFIG_COPY_KEY, CONFIG_KEY, StoreConfig
-from osmo_store.damage import DamageFinder
+from osmo_store.config import CONFIG_KEY, StoreConfig
 from osmo_store.datasets import DatasetLog
-from osmo_store.errors import (AlreadyExistsError, FormatVersionError, IndexDamagedError, IntegrityError,
-                               NotFoundError, UsageError)
+from osmo_store.errors import AlreadyExistsError, IndexDamagedError, IntegrityError, NotFoundError, UsageError
+from osmo_store.gc import DEFAULT_REPACK_THRESHOLD
 from osmo_store.hashing import hasher
 from osmo_store.ids import Ref, parse_ref
-from osmo_store.index import LocalIndex
-from osmo_store import maintenance
-from osmo_store.gc import DEFAULT_REPACK_THRESHOLD, Collector, GcOptions, GcStats
+from osmo_store.location import (config_with, default_cache_dir, default_store_url, init_store,  # noqa: F401
+                                 open_index, open_store_blob, read_config, remove_index, resolve_store)
 from osmo_store.manifest import FileEntry, diff_trees, iter_entries, iter_nodes
-from osmo_store.transfer.download import DownloadResult, Downloader
 from osmo_store.transfer.overlap import ProtectedFolders
-from osmo_store.transfer.progress import Progress
-from osmo_store.repair import RepairReport, Repairer
-from osmo_store.retention import RetentionPolicy, decide
-from osmo_store.transfer.upload import UploadRequest, UploadResult, Uploader
-from osmo_store.usage import UsageScan
-from osmo_store.userconfig import StoreLocation, UserConfig
 
-log = logging.getLogger("osmo.store")
-
-
-def default_store_url() -> str:
-    if os.environ.get("OSMO_STORE"):
-        return os.environ["OSMO_STORE"]
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(data, "osmo", "store")
-
-
-def default_cache_dir() -> str:
-    if os.environ.get("OSMO_CACHE_DIR"):
-        return os.environ["OSMO_CACHE_DIR"]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "osmo")
-
-
-def resolve_store(spec: str | None) -> tuple[StoreLocation, bool]:
-    """Where ``--store SPEC`` points (a configured name, a URL or a path; ``None``: the default),
-    and whether a missing store there may be created on first use (only the per-user default)."""
-    location = UserConfig.load().resolve(spec)
-    if location is None:
-        return StoreLocation(default_store_url()), True
-    return location, False
-
-
-def open_store_blob(spec: str | None) -> BlobStore:
-    location, _ = resolve_store(spec)
-    return open_blob_store(location.url, location.options)
-
-
-def init_store(blob: BlobStore, config: StoreConfig | None = None) -> StoreConfig:
-    """Write a new store's config exclusively (and its copy); refuses if one exists."""
-    config = (config or StoreConfig()).validate()
-    try:
-        blob.create(CONFIG_KEY, config.encode())
-    except AlreadyExistsError:
-        raise AlreadyExistsError(f"{blob.url} already holds an osmo store") from None
-    blob.put(CONFIG_COPY_KEY, config.encode())
-    return config
-
-
-def read_config(blob: BlobStore) -> StoreConfig:
-    """The store's config; when it is damaged or missing, its copy, with a warning (``osmo store
-    repair`` writes it back). ``NotFoundError`` when neither is there."""
-    try:
-        return StoreConfig.decode(blob.get(CONFIG_KEY))
-    except (IntegrityError, NotFoundError, FormatVersionError) as exc:
-        try:
-            config = StoreConfig.decode(blob.get(CONFIG_COPY_KEY), CONFIG_COPY_KEY)
-        except (IntegrityError, NotFoundError, FormatVersionError):
-            raise exc from None
-        what = "missing" if isinstance(exc, NotFoundError) else f"damaged ({exc})"
-        log.warning(f"osmo: warning: the store's config is {what}; using {CONFIG_COPY_KEY} "
-                    "(run 'osmo store repair')")
-        return config
-
-
-def open_index(path: str) -> LocalIndex:
-    """The local index at ``path``; one that is damaged (or written by another osmo version) is
-    deleted and started again, with one line saying so: it is a cache, rebuilt from the store as
-    commands need it. Where it cannot be deleted, a temporary index serves this process."""
-    try:
-        return LocalIndex(path)
-    except IndexDamagedError as exc:
-        log.warning(f"osmo: note: {exc}; rebuilding it from the store")
-    try:
-        remove_index(path)
-        return LocalIndex(path)
-    except (OSError, IndexDamagedError) as exc:
-        temporary = tempfile.mkdtemp(prefix="osmo-index-")
-        log.warning(f"osmo: note: cannot replace the local index at {path} ({exc}); "
-                    f"using a temporary one in {temporary}")
-        index = LocalIndex(temporary)
-        index.temporary = True  # removed when the repository closes
-        return index
-
-
-def remove_index(path: str) -> None:
-    """Delete an index folder (the files an index holds, then the folder), or what took its place."""
-    if not os.path.isdir(path) or os.path.islink(path):
-        os.unlink(path)
-        return
-    for name in os.listdir(path):
-        full = os.path.join(path, name)
-        if os.path.isdir(full) and not os.path.islink(full):
-            shutil.rmtree(full)
-        else:
-            os.unlink(full)
-    os.rmdir(path)
+if TYPE_CHECKING:
+    from osmo_store.gc import GcOptions, GcStats
+    from osmo_store.repair import RepairReport
+    from osmo_store.retention import RetentionPolicy
+    from osmo_store.transfer.download import DownloadResult
+    from osmo_store.transfer.progress import Progress
+    from osmo_store.transfer.upload import UploadRequest, UploadResult
+    from osmo_store.usage import UsageScan
 
 
 class Repository:
@@ -194,11 +103,15 @@ class Repository:
 
     def upload(self, req: UploadRequest, progress: Progress | None = None,
                workers: int | None = None) -> UploadResult:
+        from osmo_store.transfer.upload import Uploader
+
         uploader = Uploader(self.chunks, self.index, self.catalog, self.log, workers, progress, self.protected())
         return uploader.run(req)
 
     def download(self, ref: str | Ref, dest: str, include: Sequence[str] = (), exclude: Sequence[str] = (),
                  progress: Progress | None = None, workers: int | None = None) -> tuple[dict, DownloadResult]:
+        from osmo_store.transfer.download import Downloader
+
         ref = parse_ref(ref) if isinstance(ref, str) else ref
         if not dest.strip():
             raise UsageError(f"download destination {dest!r} is empty: give a folder")
@@ -270,6 +183,8 @@ class Repository:
         """A dataset with its versions (deleted ones included, marked) and tags. A version's
         ``new_bytes`` is what its upload added to the store (its event's ``stored_bytes``); its
         ``usage`` holds the figures of docs/COSTS.md (live versions only)."""
+        from osmo_store.damage import DamageFinder
+
         dsid = self.log.dataset_id(name)
         ds = self.catalog.dataset(dsid)
         tags = self.catalog.tags(dsid)
@@ -318,6 +233,8 @@ class Repository:
 
     def usage(self, with_unique: bool = True, repack_threshold: float = DEFAULT_REPACK_THRESHOLD) -> UsageScan:
         """Who owns which stored bytes (osmo_store/usage.py); ``with_unique`` also prices deletions."""
+        from osmo_store.usage import UsageScan
+
         scan = UsageScan(self.chunks, self.catalog, self.log, repack_threshold, self.clock)
         scan.scan(with_unique)
         return scan
@@ -339,6 +256,8 @@ class Repository:
         free, and ``frees_bytes``: what deleting all of them frees once garbage is collected. The
         policy is applied again against the newest state when the delete is committed.
         """
+        from osmo_store.retention import decide
+
         policy.validate()
         dsid = self.log.dataset_id(name)
         scan = self.usage(True, repack_threshold)
@@ -364,9 +283,13 @@ class Repository:
     # store ------------------------------------------------------------------------------------
 
     def verify(self, read_data: bool = False, on_pack: Callable[[], None] | None = None):
+        from osmo_store import maintenance
+
         return maintenance.verify(self.chunks, self.catalog, self.log, read_data, on_pack)
 
     def reindex(self, on_pack: Callable[[], None] | None = None) -> list[str]:
+        from osmo_store import maintenance
+
         return maintenance.reindex(self.chunks, self.index, self.log, on_pack)
 
     def stats(self) -> dict:
@@ -377,21 +300,17 @@ class Repository:
     def repair(self, dry_run: bool = False,
                progress: Callable[[str, int], Callable[[], None]] | None = None) -> RepairReport:
         """Quarantine damaged objects, salvage what is intact, report what is lost (osmo_store/repair.py)."""
+        from osmo_store.repair import Repairer
+
         return Repairer(self.chunks, self.catalog, self.log, self.clock, progress).run(dry_run)
 
-    def gc(self, options: GcOptions = GcOptions(), dry_run: bool = False,
+    def gc(self, options: GcOptions | None = None, dry_run: bool = False,
            progress: Callable[[str, int], Callable[[], None]] | None = None) -> GcStats:
-        """Collect garbage (docs/GC.md); with ``dry_run`` only plan and report."""
-        return Collector(self.chunks, self.catalog, self.log, options, progress=progress).run(dry_run)
+        """Collect garbage (docs/GC.md) with ``options`` (default: ``GcOptions()``); with ``dry_run`` only
+        plan and report."""
+        from osmo_store.gc import Collector, GcOptions
+
+        return Collector(self.chunks, self.catalog, self.log, options or GcOptions(), progress=progress).run(dry_run)
 
     def pack_count(self) -> int:
         return sum(1 for _ in self.blob.list("packs/"))
-
-
-def config_with(**overrides) -> StoreConfig:
-    """A default config with some fields replaced (used by ``osmo store init`` options and tests)."""
-    chunker_fields = {k: overrides.pop(k) for k in list(overrides) if k in ("min_size", "avg_size", "max_size")}
-    base = StoreConfig()
-    if chunker_fields:
-        base = replace(base, chunker=replace(base.chunker, **chunker_fields))
-    return replace(base, **overrides).validate()

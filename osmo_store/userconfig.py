@@ -23,8 +23,6 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from osmo_store.errors import AlreadyExistsError, NotFoundError, UsageError
 
 STORE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -86,10 +84,16 @@ class UserConfig:
         path = path or config_path()
         try:
             with open(path, encoding="utf-8") as f:
-                raw = yaml.safe_load(f) or {}
+                text = f.read()
         except FileNotFoundError:
             return cls(path)
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"config file {path}: {' '.join(str(exc).split())}") from None
+        import yaml  # only when there is a file: most commands on most machines start without it
+
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
             raise UsageError(f"config file {path}: {' '.join(str(exc).split())}") from None
         if not isinstance(raw, dict):
             raise UsageError(f"config file {path}: expected a mapping at the top level")
@@ -116,6 +120,8 @@ class UserConfig:
         data.update(self.other)
         folder = os.path.dirname(self.path) or "."
         os.makedirs(folder, exist_ok=True)
+        import yaml
+
         fd, tmp = tempfile.mkstemp(prefix=".config-", dir=folder)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from osmo_store.repository import UploadRequest
+from osmo_store.transfer.upload import UploadRequest
 from osmo_store.report.render import plural
 from osmo_run.contract import (DOWNLOAD_STATUS, OUTPUT_FAILED, DataStatus, OutputSpec, RunDir,
                                TaskContract)

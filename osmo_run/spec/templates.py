@@ -17,12 +17,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-import jinja2
 import yaml
-from jinja2.sandbox import SecurityError
 
 from osmo_run.spec.errors import SpecError
-from osmo_run.spec.sandbox import LimitedEnvironment, RenderLimit, template_line
 from osmo_run.spec.tokens import shield, unshield
 
 _SECTION = re.compile(r"^([A-Za-z][\w-]*)[ \t]*:(?:\s|$)")
@@ -125,7 +122,13 @@ def _protect_defaults(text: str) -> str:
 
 
 def render_template(text: str, values: Mapping[str, Any], *, file: str | None = None) -> str:
-    """Render ``text`` with ``values`` in the sandbox; tokens survive unchanged."""
+    """Render ``text`` with ``values`` in the sandbox; tokens survive unchanged. (Jinja is imported here:
+    the commands that only read a workflow's state start without it.)"""
+    import jinja2
+    from jinja2.sandbox import SecurityError
+
+    from osmo_run.spec.sandbox import LimitedEnvironment, RenderLimit, template_line
+
     shielded, saved = shield(_protect_defaults(text))
     env = LimitedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     try:

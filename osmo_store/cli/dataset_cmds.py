@@ -1,9 +1,12 @@
-"""``osmo dataset ...``: upload, download and look at datasets (changes live in dataset_edit_cmds)."""
+"""``osmo dataset ...``: upload, download and look at datasets (changes live in dataset_edit_cmds).
+
+Each command imports the engine it uses when it runs (upload's, the checksum's, rich's tree), so that
+every command starts without loading the others'.
+"""
 
 from __future__ import annotations
 
 import click
-from rich.tree import Tree
 
 from osmo_store.cli.context import json_option, pass_state
 from osmo_store.cli.dataset_edit_cmds import register_edit_commands
@@ -12,10 +15,7 @@ from osmo_store.cli.output import (BarProgress, emit_json, human_bytes, human_ti
 from osmo_store.errors import UsageError
 from osmo_store.report.render import ratio
 from osmo_store.ids import parse_key_value, parse_ref
-from osmo_store.transfer.checksum import folder_checksum
 from osmo_store.transfer.filters import PathFilter
-from osmo_store.transfer.scan import check_sources
-from osmo_store.transfer.upload import UploadRequest
 
 include_option = click.option("--include", multiple=True, metavar="GLOB",
                               help="Only files matching GLOB (repeatable). A GLOB without '/' also matches base names.")
@@ -53,6 +53,9 @@ def upload(state, target, paths, desc, metadata, label, include, exclude, worker
     is selected (an empty folder, filters that leave nothing) nothing is committed unless
     --allow-empty is given. A file that keeps changing while it is read fails the upload (exit 9).
     """
+    from osmo_store.transfer.scan import check_sources
+    from osmo_store.transfer.upload import UploadRequest
+
     ref = parse_ref(target)
     if ref.version is not None:
         raise UsageError(f"{target}: upload takes NAME or NAME:TAG; version numbers are assigned")
@@ -181,6 +184,8 @@ def inspect(state, source, as_tree, include, exclude, as_json) -> None:
              "blake3": e.digest.hex(), "chunks": len(e.chunks)} for e in entries]})
         return
     if as_tree:
+        from rich.tree import Tree
+
         root = Tree(f"{parse_ref(source).name}:{rec['version']}")
         nodes: dict[str, Tree] = {"": root}
         for e in entries:
@@ -190,7 +195,7 @@ def inspect(state, source, as_tree, include, exclude, as_json) -> None:
                 if key not in nodes:
                     nodes[key] = nodes["/".join(parts[: i - 1])].add(parts[i - 1] + "/")
             nodes["/".join(parts[:-1])].add(f"{parts[-1]}  {human_bytes(e.size)}")
-        out_console.print(root)
+        out_console().print(root)
         return
     print_table(["path", "size", "mode", "blake3"],
                 [[e.path, human_bytes(e.size), oct(e.mode & 0o777), e.digest.hex()[:16]] for e in entries])
@@ -225,6 +230,8 @@ def diff(state, a, b, as_json) -> None:
 @json_option
 def checksum(paths, include, exclude, as_json) -> None:
     """The version checksum of local PATH... (compare with 'osmo dataset info')."""
+    from osmo_store.transfer.checksum import folder_checksum
+
     result = folder_checksum(paths, include, exclude)
     if as_json:
         emit_json(result)

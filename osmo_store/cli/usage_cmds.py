@@ -12,8 +12,6 @@ from osmo_store.cli.output import emit_json, human_bytes, human_time, plural, pr
 from osmo_store.errors import UsageError
 from osmo_store.gc import DEFAULT_REPACK_THRESHOLD
 from osmo_store.ids import parse_duration
-from osmo_store.report import estimate_costs, load_prices, to_csv, to_html, to_json, to_text
-from osmo_store.retention import RetentionPolicy
 from osmo_store.userconfig import UserConfig
 
 threshold_option = click.option(
@@ -57,6 +55,8 @@ def report(state, dataset, fmt, html_file, repack_threshold) -> None:
     use list prices per storage class; override them in the config file's 'prices:' section
     (docs/COSTS.md defines every figure).
     """
+    from osmo_store.report import estimate_costs, load_prices, to_csv, to_html, to_json, to_text
+
     if html_file and fmt:
         raise UsageError("report: give one of --json, --csv and --html")
     prices = load_prices(UserConfig.load().prices)  # bad prices fail before the scan
@@ -88,6 +88,8 @@ def retain(state, name, keep_last, keep_within, keep_tagged, dry_run, repack_thr
     A version is kept when any rule keeps it; the newest version is always kept. Deleted versions
     are marked deleted at once; 'osmo store gc' frees their bytes (the FREES column says how many).
     """
+    from osmo_store.retention import RetentionPolicy
+
     policy = RetentionPolicy(keep_last, parse_duration(keep_within, "--keep-within") if keep_within else None,
                              keep_tagged).validate()
     result = state.repo().retain(name, policy, dry_run, repack_threshold)

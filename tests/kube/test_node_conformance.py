@@ -9,26 +9,28 @@ suite on two cores (the tutorials with supervisors in the cluster: 17 passed in 
 lost its ``go`` through the test relay under CI load; test_node_incluster.py and test_node_failures.py run
 theirs in the cluster).
 
-All workflows are submitted at once when the first test needs them and run side by side on the node;
-the slow ones (``combination_workflow_complex.yaml`` sleeps 120 s in its lead) are checked last
-(``osmo_late``).
+The workflows are submitted when the first test needs them, at most ``AT_ONCE`` on the node at a time
+(the next when one ends; all fifteen at once loaded the two cores so that a pod's S3 connections timed
+out), the slowest first (``combination_workflow_complex.yaml`` sleeps 120 s in its lead, so it is checked
+last: ``osmo_late``).
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from kube.node_osmo import NodeOsmo
-from run.conftest import groups_of, tasks_of
+from run.conftest import TERMINAL, groups_of, tasks_of
 from run.test_conformance_workflows import BUCKET, DATA, LATE, NAMES, SEED, SETS
 from run.test_conformance_workflows import CHECKS as LOCAL_CHECKS
 
 NAMESPACE = "osmo-conf-{key}"  # one per workflow: hello_world and template_hello_world are both hello-osmo-1
-SUBMITTERS = 3
+AT_ONCE = 5
 
 
 class NodeConformance:
@@ -37,6 +39,7 @@ class NodeConformance:
     def __init__(self, root: Path, node) -> None:
         self.root, self.node = root, node
         self.runs: dict[str, tuple[NodeOsmo, str]] = {}
+        self.ended: dict[str, Future] = {}  # a workflow's launch, done once it ended
         self.shared = self.osmo("dataset-pair")  # dataset_upload, then dataset_download: one store
 
     def osmo(self, name: str) -> NodeOsmo:
@@ -58,10 +61,18 @@ class NodeConformance:
             pass
         for key, body in SEED.items():
             client.put_object(Bucket=BUCKET, Key=key, Body=body)
-        # a few at a time (each step is a Python process); the slowest, combination_workflow_complex, first
-        names = [n for n in NAMES if n != "dataset_download.yaml"]  # after dataset_upload (see its test)
-        with ThreadPoolExecutor(SUBMITTERS) as pool:
-            self.runs.update(zip(names, pool.map(self.launch, names)))
+        names = sorted((n for n in NAMES if n != "dataset_download.yaml"),  # after dataset_upload (its test)
+                       key=lambda n: n not in LATE)  # the slowest first
+        slots = ThreadPoolExecutor(AT_ONCE)
+        self.ended = {name: slots.submit(self.run_to_end, name) for name in names}
+        slots.shutdown(wait=False)
+
+    def run_to_end(self, name: str) -> None:
+        """Launch ``name`` and return once it ended (its status read from the state database in this
+        process, as ``Osmo.wait`` does: a ``query`` process a second would take CPU from the pods)."""
+        runner, workflow_id = self.runs[name] = self.launch(name)
+        while runner.status(workflow_id) not in TERMINAL:
+            time.sleep(1.0)
 
     def launch(self, name: str) -> tuple[NodeOsmo, str]:
         runner = self.shared if name == "dataset_upload.yaml" else self.osmo(name)
@@ -76,6 +87,8 @@ class NodeConformance:
         return runner.submit(DATA / name, "--runner", "kubernetes", *SETS.get(name, []), wait=False)
 
     def finished(self, name: str, timeout: float = 300) -> tuple[NodeOsmo, dict]:
+        if name in self.ended:
+            self.ended[name].result(timeout * 2)  # its turn may come after others'
         runner, workflow_id = self.runs[name]
         info = runner.wait(workflow_id, timeout)
         assert info["status"] == "COMPLETED", runner.logs(workflow_id)
@@ -185,8 +198,11 @@ def test_combination_complex_process_group_ends_with_its_lead_on_the_real_node(n
     assert (lead_end - _at(other["attempts"][0]["command"]["ended"])).total_seconds() > 100
     assert "stopped" not in (other["reason"] or "")
     process_end = _at(groups["process"]["ended"])
-    # ... the group ended with its lead: once the lead's pod uploaded and ended (slower on a busy node)
-    assert 0 <= (process_end - lead_end).total_seconds() < 40
+    # ... the group ended with its lead: when the lead's attempt ended, its pod's outputs uploaded (how long
+    # the upload takes is the node's business: over 40 s on a busy two-core node)
+    lead_attempt_end = _at(lead["attempts"][0]["ended"])
+    assert lead_attempt_end >= lead_end
+    assert 0 <= (process_end - lead_attempt_end).total_seconds() < 5
     assert _at(groups["aggregate"]["started"]) >= process_end
     logs = runner.logs(info["id"], "combine")
     assert "=== UPPERCASE VERSION ===" in logs and "APPLE" in logs and "1\tapple" in logs
