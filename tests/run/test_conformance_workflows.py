@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.parallel import LOCAL_RUNNER
 from helpers.tools import require_tool
 
 from .conftest import Osmo, groups_of, tasks_of
@@ -47,7 +48,7 @@ SEED = {
 
 
 ENGINES = ("host", "podman")
-TIERS = {"host": "conformance-host", "podman": "podman"}  # xdist groups (tests/helpers/parallel.py)
+TIERS = {"host": LOCAL_RUNNER, "podman": LOCAL_RUNNER}  # xdist groups (tests/helpers/parallel.py)
 
 
 class Conformance:
