@@ -202,7 +202,7 @@ def test_combination_complex_process_group_ends_with_its_lead_on_the_real_node(n
     # the upload takes is the node's business: over 40 s on a busy two-core node)
     lead_attempt_end = _at(lead["attempts"][0]["ended"])
     assert lead_attempt_end >= lead_end
-    assert 0 <= (process_end - lead_attempt_end).total_seconds() < 5
+    assert 0 <= (process_end - lead_attempt_end).total_seconds() < 10
     assert _at(groups["aggregate"]["started"]) >= process_end
     logs = runner.logs(info["id"], "combine")
     assert "=== UPPERCASE VERSION ===" in logs and "APPLE" in logs and "1\tapple" in logs
