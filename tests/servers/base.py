@@ -45,17 +45,38 @@ def die_with_parent() -> None:
 
 def stop_process_group(proc: subprocess.Popen, grace: float, graceful: bool = True) -> None:
     """SIGTERM ``proc``'s process group (it leads one) and wait ``grace`` s, then SIGKILL (at once if not
-    ``graceful``); returns once ``proc`` is reaped."""
+    ``graceful``); returns once ``proc`` is reaped and no other process of its group runs (a daemon's
+    children end with it, not after the caller went on: on a busy machine they took their time)."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30))[0 if graceful else 1:]:
+        deadline = time.monotonic() + wait
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             pass
         try:
             proc.wait(timeout=wait)
-            break
         except subprocess.TimeoutExpired:
             continue
+        while _group_runs(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _group_runs(proc.pid):
+            break
+
+
+def _group_runs(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is alive (zombies waiting for their reaper do not count; while
+    one is alive the group's id cannot be reused)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
 
 
 class ManagedServer:
