@@ -281,6 +281,14 @@ class KubeNode(KubeServer):
         self.wait_until(lambda: (core.read_namespaced_secret(SUPERVISOR_TOKEN, namespace).data or {}).get("token"),
                         f"the token of ServiceAccount osmo-supervisor in namespace {namespace}")
 
+    def network_report(self) -> str:
+        """The pods (namespace, name, phase, address) and the host's view of their bridge: for the message
+        of a test whose pods could not reach the store or each other."""
+        pods = subprocess.run([os.path.join(bin_dir(), "kubectl"), f"--kubeconfig={self.kubeconfig}", "get",
+                               "pods", "--all-namespaces", "-o", "wide", "--no-headers"],
+                              capture_output=True, text=True, timeout=30)
+        return f"--- pods ---\n{(pods.stdout or pods.stderr).strip()}\n{net.network_report(self.bridge)}"
+
     def pool_section(self, namespace: str) -> dict:
         """The ``kubernetes:`` section of a pool config that runs workflows on this node (add ``supervisor:
         cluster`` to run their supervisors on it too)."""

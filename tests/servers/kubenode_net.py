@@ -93,6 +93,18 @@ def bridge_exists(name: str) -> bool:
     return _ip("link", "show", name, check=False).returncode == 0
 
 
+def network_report(bridge: str) -> str:
+    """What the host knows of a node's pod network, for a failure message: the bridge's ports, its
+    neighbours (the pods' addresses and whether their MACs answer) and the routes into its subnet."""
+    parts = []
+    for title, args in (("ports", ["-br", "link", "show", "master", bridge]),
+                        ("neighbours", ["neigh", "show", "dev", bridge]),
+                        ("routes", ["route", "show", "dev", bridge])):
+        done = _ip(*args, check=False)
+        parts.append(f"--- {title} of {bridge} ---\n{(done.stdout or done.stderr).strip()}")
+    return "\n".join(parts)
+
+
 def hosts_lines(services: list[dict], endpoints: list[dict]) -> list[str]:
     """The hosts file for the headless Services among ``services`` (API JSON), from their Endpoints."""
     headless = {(s["metadata"]["namespace"], s["metadata"]["name"]) for s in services
