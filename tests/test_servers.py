@@ -130,6 +130,22 @@ def test_s3_racing_exclusive_creates_have_one_winner(s3_bucket, create):
     _check_race(s3_bucket.filesystem, s3_bucket.name, create)
 
 
+def test_s3_racing_creates_have_one_winner_however_slow_the_server(s3_bucket, monkeypatch):
+    """moto looks for the key, then stores the object: with time between the two (a busy machine, here a
+    pause), racers all won before tests/servers/moto_s3.py made a conditional put one step."""
+    from moto.s3.models import S3Backend
+
+    looked_up = S3Backend.get_object
+
+    def slow_get_object(self, *args, **kwargs):
+        found = looked_up(self, *args, **kwargs)
+        time.sleep(0.02)
+        return found
+
+    monkeypatch.setattr(S3Backend, "get_object", slow_get_object)
+    _check_race(s3_bucket.filesystem, s3_bucket.name, _pipe_create)
+
+
 @pytest.mark.parametrize("round_", [1, 2])
 def test_s3_bucket_is_fresh_and_empty(s3_bucket, s3_server, round_):
     assert s3_bucket.url == f"s3://{s3_bucket.name}"

@@ -4,11 +4,18 @@ Data lives in memory of this (the pytest) process; other processes reach it over
 ``env()`` variables. s3fs needs ``AWS_DEFAULT_REGION=us-east-1`` in the environment and must not be
 given ``client_kwargs={"region_name": ...}`` (bucket creation then fails: "location-constraint is
 not valid"), see /work/shared/design/SERVICES.md.
+
+moto (5.2) answers a conditional ``PutObject`` (``If-None-Match: *``, the store's exclusive create) by
+looking for the key and storing the object in two steps, unlocked: two writers racing for one key could both
+succeed, where S3 lets exactly one (the other gets 412). Seen once as two of test_many_writers' commits
+with one version number. ``_atomic_conditional_puts`` makes each conditional put one step, as on S3.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
 
 from .base import ManagedServer
@@ -18,6 +25,26 @@ INSTALL_HINT = "run .ci/install-services.sh (pip installs 'moto[server]', s3fs, 
 ACCESS_KEY = "osmo-test-key"
 SECRET_KEY = "osmo-test-secret"
 REGION = "us-east-1"
+
+
+def _atomic_conditional_puts() -> None:
+    """Serialize moto's conditional ``PutObject`` requests (see the module docstring); once per process."""
+    from moto.s3.responses import S3Response
+
+    if getattr(S3Response.put_object, "osmo_atomic", False):
+        return
+    unlocked = S3Response.put_object
+    lock = threading.Lock()
+
+    @functools.wraps(unlocked)
+    def put_object(self, *args, **kwargs):
+        if self.headers.get("If-None-Match") or self.headers.get("If-Match"):
+            with lock:
+                return unlocked(self, *args, **kwargs)
+        return unlocked(self, *args, **kwargs)
+
+    put_object.osmo_atomic = True
+    S3Response.put_object = put_object
 
 
 class MotoS3Server(ManagedServer):
@@ -39,6 +66,7 @@ class MotoS3Server(ManagedServer):
             raise RuntimeError(f"moto server mode is not installed ({exc}); {INSTALL_HINT}") from exc
         # werkzeug logs every request to stderr otherwise (it adds its own handler).
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        _atomic_conditional_puts()
         server = ThreadedMotoServer(ip_address=self.host, port=0, verbose=False)
         server.start()
         self._server = server
