@@ -5,9 +5,10 @@ copies each checkpoint whose ``every`` seconds have passed since its last copy; 
 ``Checkpoints.final`` copies each one a last time, before the outputs are uploaded. A copy sends only
 the files that are new or changed (size or modification time) since the last copy of that checkpoint,
 keeping their paths below the checkpoint's folder; ``regex`` (``re.search`` on the relative path)
-selects files. A folder that does not exist yet is nothing to copy. A failed copy is one line in the log
-and is tried again at the next one; it never fails the task or its upload (the outputs are what the
-workflow's data flow depends on; a checkpoint is a safety copy).
+selects files. A folder that does not exist yet is nothing to copy. A failed periodic copy is one line in
+the log and is tried again at the next one; the final copy, having no next one, is retried on a transient
+error as an output is (the upload's ``RetryPolicy``). No copy ever fails the task or its upload (the
+outputs are what the workflow's data flow depends on; a checkpoint is a safety copy).
 """
 
 from __future__ import annotations
@@ -22,13 +23,17 @@ from osmo_run.contract import CheckpointSpec, RunDir
 from sidecar.console import say
 from sidecar.errors import one_line
 from sidecar.remote import Remote
+from sidecar.retry import RetryPolicy, with_retry
 from sidecar.taskfile import compile_regex
 from sidecar.upload import local_files
 
 
 class Checkpoint:
-    def __init__(self, index: int, spec: CheckpointSpec, run: RunDir) -> None:
-        self.index, self.spec = index, spec
+    """One ``checkpoint:``; ``remote`` opens its URL, ``retry(what, step)`` runs the final copy's attempts."""
+
+    def __init__(self, index: int, spec: CheckpointSpec, run: RunDir, remote: Callable[[str], Remote],
+                 retry: Callable[[str, Callable[[int], int]], int]) -> None:
+        self.index, self.spec, self.remote, self.retry = index, spec, remote, retry
         self.source = spec.path if os.path.isabs(spec.path) else os.path.join(run.root, spec.path)
         self.regex = compile_regex(spec.regex)
         self.sent: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) last copied
@@ -58,7 +63,11 @@ class Checkpoint:
                 if final:
                     say(f"{what}: nothing new to copy")
                 return
-            nbytes = Remote(self.spec.url).upload([(rel, path) for rel, path, _ in files], resume=False)
+            items = [(rel, path) for rel, path, _ in files]
+            send = lambda _attempt=1: self.remote(self.spec.url).upload(items, resume=False)  # noqa: E731
+            # the final copy is the last chance: a transient error is retried (all its files again: one of the
+            # same size may still differ from what an earlier copy left there)
+            nbytes = self.retry(what, send) if final else send()
         except Exception as exc:  # noqa: BLE001 - a failed safety copy must never fail the task
             say(f"{what}: failed, tried again {'never (the task has ended)' if final else 'at the next one'}: "
                 f"{one_line(exc)}")
@@ -68,12 +77,15 @@ class Checkpoint:
 
 
 class Checkpoints:
-    """The contract's checkpoints, each copied every ``every`` seconds (``tick``) and at the end (``final``)."""
+    """The contract's checkpoints, each copied every ``every`` seconds (``tick``) and at the end (``final``,
+    retried on a transient error by ``policy``, pausing with ``sleep``)."""
 
     def __init__(self, run: RunDir, specs: tuple[CheckpointSpec, ...],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, policy: RetryPolicy = RetryPolicy(),
+                 remote: Callable[[str], Remote] = Remote, sleep: Callable[[float], None] = time.sleep) -> None:
         self.clock = clock
-        self.items = [Checkpoint(i, spec, run) for i, spec in enumerate(specs)]
+        retry = lambda what, step: with_retry(what, step, policy, sleep)  # noqa: E731 - the final copies' retries
+        self.items = [Checkpoint(i, spec, run, remote, retry) for i, spec in enumerate(specs)]
         start = clock()
         self.due = [start + max(spec.every, 1.0) for spec in specs]
 

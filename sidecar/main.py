@@ -154,17 +154,18 @@ def upload(run_dir: str, attempts: int, retry_delay: float, wait: float | str | 
     the task's checkpoints while it runs)."""
     from sidecar.upload import run_upload
 
-    options = wait_options(wait, wait_timeout, poll)
-    sys.exit(_run_phase(run_dir, UPLOAD_STATUS, OUTPUT_FAILED, _policy(attempts, retry_delay), run_upload,
-                        (lambda run, contract: _wait(run, contract, options)) if options is not None else None,
+    options, policy = wait_options(wait, wait_timeout, poll), _policy(attempts, retry_delay)
+    sys.exit(_run_phase(run_dir, UPLOAD_STATUS, OUTPUT_FAILED, policy, run_upload,
+                        (lambda run, contract: _wait(run, contract, options, policy)) if options is not None else None,
                         status_message))
 
 
-def _wait(run: RunDir, contract: TaskContract, options) -> None:
-    """Wait for the task's end, copying its checkpoints meanwhile and once more at the end."""
+def _wait(run: RunDir, contract: TaskContract, options, policy: RetryPolicy) -> None:
+    """Wait for the task's end, copying its checkpoints meanwhile and once more at the end (retried as the
+    outputs are: ``policy``)."""
     from sidecar.checkpoint import Checkpoints
 
-    checkpoints = Checkpoints(run, contract.checkpoints)
+    checkpoints = Checkpoints(run, contract.checkpoints, policy=policy)
     wait_for_task(run, options, on_poll=checkpoints.tick if contract.checkpoints else None)
     checkpoints.final()
 

@@ -42,15 +42,23 @@ EXEC_TIMEOUT = """\
         image: ubuntu:24.04
         command: [sh, -c, "echo partial > {{output}}/partial.txt; echo sleeping; sleep 300"]
     """
-QUEUE_TIMEOUT = """\
+
+
+def unplaceable(name: str, queue_timeout: str) -> str:
+    """A workflow of one task asking more memory than the node has: it waits for the cluster until its
+    queue timeout."""
+    return f"""\
     workflow:
-      name: kbig
-      timeout: {queue_timeout: 5s}
+      name: {name}
+      timeout: {{queue_timeout: {queue_timeout}}}
       resources:
-        huge: {cpu: 1, memory: 4000Gi}
+        huge: {{cpu: 1, memory: 4000Gi}}
       tasks:
-      - {name: whale, image: ubuntu:24.04, resource: huge, command: [sh, -c, "echo never"]}
+      - {{name: whale, image: ubuntu:24.04, resource: huge, command: [sh, -c, "echo never"]}}
     """
+
+
+QUEUE_TIMEOUT = unplaceable("kbig", "5s")
 CANCEL = """\
     workflow:
       name: kcancel
@@ -171,15 +179,7 @@ def test_a_group_waiting_for_the_cluster_says_why_in_query_and_in_osmo_ui(failur
     from servers.osmo_ui import OsmoUiServer
 
     spec = tmp_path / "wait.yaml"
-    spec.write_text(textwrap.dedent("""\
-        workflow:
-          name: kwait
-          timeout: {queue_timeout: 10m}
-          resources:
-            huge: {cpu: 1, memory: 4000Gi}
-          tasks:
-          - {name: whale, image: ubuntu:24.04, resource: huge, command: [sh, -c, "echo never"]}
-        """))
+    spec.write_text(textwrap.dedent(unplaceable("kwait", "10m")))
     osmo = failures.osmo
     workflow_id = osmo.submit(spec, "--runner", "kubernetes", wait=False)
     try:

@@ -135,10 +135,10 @@ def test_credentials_reach_the_task_and_never_show_in_its_logs(mapped):
 def test_checkpoints_are_copied_while_the_task_runs_and_at_its_end(mapped):
     info = mapped.osmo.wait(mapped.ids["data"], 240)
     assert info["status"] == "COMPLETED", mapped.osmo.logs(info["id"])
+    log = mapped.osmo.logs(info["id"], "produce")  # what the sidecar said of each copy
     work = mapped.checkpoint_objects("work")
-    assert work == {f"step-{n}.txt": f"step {n}\n".encode() for n in range(1, 6)}
-    assert mapped.checkpoint_objects("models") == {"final.pt": b"weights\n"}  # the regex left notes.txt out
-    log = mapped.osmo.logs(info["id"], "produce")
+    assert work == {f"step-{n}.txt": f"step {n}\n".encode() for n in range(1, 6)}, log
+    assert mapped.checkpoint_objects("models") == {"final.pt": b"weights\n"}, log  # the regex left notes.txt out
     sidecar = log[log.index("container osmo-sidecar"):]
     periodic = sidecar.index("checkpoint 0 (s3://")
     assert periodic < sidecar.index("the task finished with exit code 0")  # a copy while the task ran

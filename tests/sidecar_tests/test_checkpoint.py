@@ -108,3 +108,56 @@ def test_a_status_message_fits_a_termination_message_however_many_datasets():
     assert brief["more"] == 400 - len(brief["datasets"]) and set(brief["datasets"][0]) == {
         "input", "kind", "dataset", "version"}
     assert DataStatus.from_message("Traceback (most recent call last):") is None  # a log's end, not a status
+
+
+class _Flaky:
+    """A checkpoint URL whose first ``failures`` uploads fail with ``error`` (a remote above the interface)."""
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        self.failures, self.error, self.sent = failures, error, []
+
+    def __call__(self, url: str) -> "_Flaky":
+        return self
+
+    def upload(self, items, resume: bool) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        self.sent.append(sorted(rel for rel, _ in items))
+        return sum(os.path.getsize(path) for _, path in items)
+
+
+def _ended_checkpoint(tmp_path, remote: _Flaky, attempts: int, pauses: list[float]):
+    from sidecar.checkpoint import Checkpoints
+    from sidecar.retry import RetryPolicy
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir(parents=True)
+    (folder / "final.pt").write_text("weights")
+    run = RunDir(str(tmp_path / "run"))
+    return Checkpoints(run, (CheckpointSpec(str(folder), "s3://bucket/ckpt", 1.0),),
+                       policy=RetryPolicy(attempts=attempts, delay=2.0), remote=remote, sleep=pauses.append)
+
+
+def test_the_final_copy_is_retried_on_a_transient_error_and_a_periodic_one_waits_for_the_next(tmp_path, capsys):
+    remote, pauses = _Flaky(2, ConnectionError("connect timeout")), []
+    checkpoints = _ended_checkpoint(tmp_path, remote, 3, pauses)
+    checkpoints.items[0].copy(final=False)  # a periodic copy: not retried, the next one will do
+    assert remote.sent == [] and pauses == []
+    checkpoints.final()  # one more failure, then the copy
+    assert remote.sent == [["final.pt"]] and pauses == [2.0]
+    err = capsys.readouterr().err
+    assert "failed, tried again at the next one: ConnectionError: connect timeout" in err
+    assert "final: ConnectionError: connect timeout; retrying in 2 s (attempt 2 of 3)" in err
+    assert "checkpoint 0 (s3://bucket/ckpt), final: 1 file copied, 7 bytes" in err
+
+
+def test_the_final_copy_gives_up_after_its_attempts_and_never_retries_a_permanent_error(tmp_path, capsys):
+    remote, pauses = _Flaky(5, ConnectionError("connect timeout")), []
+    _ended_checkpoint(tmp_path, remote, 3, pauses).final()
+    assert remote.sent == [] and pauses == [2.0, 4.0]
+    assert "failed, tried again never (the task has ended): ConnectionError: connect timeout (gave up after 3 attempts)" in \
+        capsys.readouterr().err
+    denied, pauses = _Flaky(1, PermissionError("access denied")), []
+    _ended_checkpoint(tmp_path / "b", denied, 3, pauses).final()
+    assert denied.sent == [] and pauses == []  # permanent: one try
