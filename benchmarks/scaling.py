@@ -31,8 +31,9 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import corpus
-from benchmarks._measure import MB, osmo_command, run_measured, set_wait_idle, warm
-from benchmarks.compare import Osmo, Restic, render
+from benchmarks._measure import MB, osmo_command, set_wait_idle, warm
+from benchmarks.peers import Osmo, Restic
+from benchmarks.table import render
 from benchmarks.rss_upload import write_random_file
 
 KiB = 1024

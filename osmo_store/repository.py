@@ -128,9 +128,14 @@ class Repository:
         folders = [("the store", self.blob.root)] if isinstance(self.blob, LocalBlobStore) else []
         return ProtectedFolders(folders + [("osmo's local index", self.index.path)])
 
+    def resolve(self, ref: str | Ref) -> dict:
+        """The version record ``ref`` names now (a number, a tag or the latest): its ``version`` and the rest
+        of ``dataset info``'s per-version fields. A missing dataset or version: ``NotFoundError``."""
+        _, rec = self.log.resolve(parse_ref(ref) if isinstance(ref, str) else ref)
+        return rec
+
     def entries(self, ref: str | Ref) -> tuple[dict, list[FileEntry]]:
-        ref = parse_ref(ref) if isinstance(ref, str) else ref
-        _, rec = self.log.resolve(ref)
+        rec = self.resolve(ref)
         return rec, list(iter_entries(self.chunks.get_tree, bytes.fromhex(rec["root"])))
 
     def read_file(self, ref: str | Ref, path: str) -> tuple[FileEntry, Iterator[bytes]]:
@@ -153,14 +158,12 @@ class Repository:
         return entry, chunks()
 
     def tree_shape(self, ref: str | Ref) -> list[dict]:
-        ref = parse_ref(ref) if isinstance(ref, str) else ref
-        _, rec = self.log.resolve(ref)
+        rec = self.resolve(ref)
         return [{"id": nid.hex(), "level": level, "items": len(items)}
                 for nid, level, items in iter_nodes(self.chunks.get_tree, bytes.fromhex(rec["root"]))]
 
     def diff(self, a: str, b: str) -> list[tuple[FileEntry | None, FileEntry | None]]:
-        _, ra = self.log.resolve(parse_ref(a))
-        _, rb = self.log.resolve(parse_ref(b))
+        ra, rb = self.resolve(a), self.resolve(b)
         return list(diff_trees(self.chunks.get_tree, bytes.fromhex(ra["root"]), bytes.fromhex(rb["root"])))
 
     def diff_summary(self, a: str, b: str) -> dict:

@@ -87,9 +87,8 @@ def file_download(request: Request) -> Response:
         raise HTTPException(400, "missing query parameter 'path' (the file's path in the version)")
     sources = _sources(request)
     with sources.repository() as repo:
-        rec, entries = repo.entries(_ref(name, request.path_params["version"]))
-        entry, _ = repo.read_file(f"{name}:{rec['version']}", path)  # an unknown path: NotFoundError, 404
-    exact = f"{name}:{rec['version']}"  # a tag may move; the version found above may not
+        exact = f"{name}:{repo.resolve(_ref(name, request.path_params['version']))['version']}"  # a tag may move
+        entry, _ = repo.read_file(exact, path)  # its size; an unknown path: NotFoundError, 404
 
     def body() -> Iterator[bytes]:
         with sources.repository() as streaming:  # open while the bytes flow, closed when they stop

@@ -106,14 +106,15 @@ def namespace_flags(network: bool) -> int:
 
 
 # -- the task's view -------------------------------------------------------------------------------
-def stage_root() -> str:
+def stage_root(host: str = "/") -> str:
     """A tmpfs (staged on /tmp) holding a recursive bind of each top-level entry of the
-    host's / and an empty /tmp and /osmo; ``enter_root`` makes it the root, so that / can gain
-    folders without touching the host. Returns where it is staged."""
+    host's root ``host`` (outside /tmp) and an empty /tmp and /osmo (whether or not the host has them);
+    ``enter_root`` makes it the root, so that / can gain folders without touching the host. Returns where
+    it is staged."""
     new = "/tmp"  # the task gets a fresh tmpfs /tmp later
     mount("tmpfs", new, "tmpfs", MS_NODEV, "mode=755")
-    for name in sorted(os.listdir("/")):
-        source, target = "/" + name, f"{new}/{name}"
+    for name in sorted(os.listdir(host)):
+        source, target = os.path.join(host, name), f"{new}/{name}"
         if name in ("tmp", "osmo"):
             os.mkdir(target)
         elif os.path.islink(source):
@@ -126,6 +127,8 @@ def stage_root() -> str:
             mount(source, target, None, MS_BIND)
         if name not in ("tmp", "osmo", *WRITABLE_HOST) and not os.path.islink(source):
             read_only(target)
+    for name in ("tmp", "osmo"):  # whether or not the host has them
+        os.makedirs(f"{new}/{name}", exist_ok=True)
     return new
 
 

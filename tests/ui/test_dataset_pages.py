@@ -135,6 +135,9 @@ def test_download_is_byte_identical_and_an_attachment(store, client):
             disposition.split("filename*=")[0]
     assert 'filename="odd_name_x_1_.txt"' in client.get(
         "/datasets/photos/2/file", params={"path": "odd name & x=1#.txt"}).headers["content-disposition"]
+    by_tag = client.get("/datasets/photos/first/file", params={"path": "a.txt"})  # a tag names the version
+    assert by_tag.status_code == 200 and by_tag.content == b"alpha\n"
+    assert client.get("/datasets/photos/first/file", params={"path": "new.txt"}).status_code == 404  # v1 lacks it
 
 
 def test_unknown_things_are_404_and_bad_parameters_400(client):
