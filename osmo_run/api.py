@@ -121,9 +121,8 @@ def _holdings(workflow_id: str, pool: str) -> tuple[dict[str, dict], dict[str, d
 def workflow(workflow_id: str) -> dict[str, Any]:
     """Everything about one workflow: ``query --json``, the rendered spec, and per task the spec's image,
     resources asked, inputs and outputs; per group ``granted`` (or ``waiting_for`` while it waits)."""
-    info = service.query(workflow_id)
-    text = service.spec(workflow_id)
-    info["spec"] = _masked(workflow_id, text)
+    info, text = service.query_with_spec(workflow_id)
+    info["spec"] = _masked(workflow_id, text, in_cluster=isinstance(info.get("runner", CLUSTER), dict))
     try:
         spec = load_rendered(text, file=info.get("file"))
     except SpecError:
@@ -160,10 +159,12 @@ def spec_text(workflow_id: str) -> str:
     return _masked(workflow_id, service.spec(workflow_id))
 
 
-def _masked(workflow_id: str, text: str) -> str:
+def _masked(workflow_id: str, text: str, in_cluster: bool | None = None) -> str:
     """``text`` with the workflow's credential values masked (a workflow of this machine; the cluster's
-    records never hold values)."""
-    if service.in_cluster(workflow_id) is not None:
+    records never hold values). ``in_cluster``: where the workflow is recorded, when the caller knows."""
+    if in_cluster is None:
+        in_cluster = service.in_cluster(workflow_id) is not None
+    if in_cluster:
         return text
     return text_masker(service.log_secrets(workflow_id))(text)
 

@@ -220,6 +220,18 @@ def query(workflow_id: str) -> dict[str, Any]:
     if (pool := in_cluster(workflow_id)) is not None:
         from osmo_run.kube import remote
         return remote.query(workflow_id, pool)
+    return _query_here(workflow_id)
+
+
+def query_with_spec(workflow_id: str) -> tuple[dict[str, Any], str]:
+    """``query`` and ``spec`` of one workflow, asking once where it is recorded (a page polls this)."""
+    if (pool := in_cluster(workflow_id)) is not None:
+        from osmo_run.kube import remote
+        return remote.query(workflow_id, pool), remote.spec(workflow_id, pool)
+    return _query_here(workflow_id), _spec_here(workflow_id)
+
+
+def _query_here(workflow_id: str) -> dict[str, Any]:
     state = open_state()
     try:
         state.reconcile(workflow_id)
@@ -280,6 +292,10 @@ def spec(workflow_id: str) -> str:
     if (pool := in_cluster(workflow_id)) is not None:
         from osmo_run.kube import remote
         return remote.spec(workflow_id, pool)
+    return _spec_here(workflow_id)
+
+
+def _spec_here(workflow_id: str) -> str:
     state = open_state()
     try:
         return state.workflow(workflow_id)["spec"]

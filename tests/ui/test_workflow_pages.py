@@ -283,3 +283,17 @@ def test_a_waiting_group_says_what_it_waits_for_and_a_running_one_what_it_was_gr
             if line["status"] not in ("COMPLETED", "FAILED", "FAILED_CANCELED") and line["name"] in ("holder", "queued"):
                 ui_osmo("cancel", line["id"], check=False)
         ui_osmo.pool(grace_period="1s", lead_head_start="0.2s", reschedule_limit=2)
+
+
+def test_a_workflow_answer_asks_once_where_the_workflow_is_recorded(client, demo, monkeypatch):
+    """A page polls ``api.workflow`` every second: where the workflow lives (this machine or the cluster's
+    records: the pool config and the state database) is asked once per answer, not once per part of it."""
+    from osmo_run import api
+    from osmo_run.local import service
+
+    workflow_id, _ = demo
+    asked, real = [], service.in_cluster
+    monkeypatch.setattr(service, "in_cluster", lambda wid: asked.append(wid) or real(wid))
+    info = api.workflow(workflow_id)
+    assert asked == [workflow_id]
+    assert info["status"] == "COMPLETED" and "name: demo" in info["spec"] and info["pool"] == "local"
