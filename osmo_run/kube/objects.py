@@ -59,11 +59,15 @@ INIT_CONTAINER = "osmo-download"
 # PID 1 of the task container. Waits for the go file (SIGTERM before it: exit 143), runs the task's argv
 # ("$@") in the background so that a SIGTERM (pod deletion) reaches it at once (a shell waiting for a
 # foreground command would run its trap only afterwards, and PID 1 ignores untrapped signals), then records
-# the exit code atomically for the sidecar container.
+# the exit code atomically for the sidecar container. It records it ignoring SIGTERM and SIGINT, which its
+# mkdir and mv inherit: the runner stops a task by signalling every process of the container but PID 1
+# (podexec.py), and a command that ended as the signal came must not lose its exit code with a killed mv
+# (the sidecar would wait for it forever).
 WRAPPER = ('trap \'stopping=1; kill -TERM -1 2>/dev/null\' TERM INT; '
            f'while [ ! -e {GO_FILE} ]; do [ -z "$stopping" ] || exit 143; sleep 0.1; done; '
            '"$@" & pid=$!; '
            'while :; do wait "$pid"; code=$?; kill -0 "$pid" 2>/dev/null || break; done; '
+           'trap "" TERM INT; '
            f'mkdir -p {RUN_DIR}/status; printf "%s\\n" "$code" > {RUN_DIR}/status/.exit_code; '
            f'mv -f {RUN_DIR}/status/.exit_code {EXIT_CODE}; exit "$code"')
 

@@ -93,7 +93,12 @@ class NodeConformance:
         info = runner.wait(workflow_id, timeout)
         if info["status"] != "COMPLETED":  # the node's network too: an S3 connect timeout was seen once
             pytest.fail(f"{name}: {info['status']}\n{runner.logs(workflow_id)}\n{self.node.network_report()}")
-        assert all(t["status"] == "COMPLETED" for t in tasks_of(info).values())
+        tasks = tasks_of(info)
+        assert all(t["status"] == "COMPLETED" for t in tasks.values()), (
+            f"{name}: COMPLETED, but its tasks: "
+            + "; ".join(f"{n} {t['status']} ({t['reason']}), attempts "
+                        + ", ".join(f"{a['attempt']} {a['status']} ({a['reason']})" for a in t["attempts"])
+                        for n, t in tasks.items()) + f"\n{runner.logs(info['id'])}")
         return runner, info
 
     def object(self, key: str) -> bytes:
