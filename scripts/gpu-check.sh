@@ -75,11 +75,12 @@ seen "$hold" >/dev/null
 two=$(osmo workflow submit "$(spec two 2 0)")
 for _ in $(seq 1 60); do  # until the group says why it waits (the supervisor tries every 0.2 s)
     state=$(osmo workflow query "$two")
-    echo "$state" | grep -q "waiting for the pool" && break
+    grep -q "waiting for the pool" <<<"$state" && break
     sleep 0.5
 done
 echo "$state" | sed 's/^/  /'
-if echo "$state" | grep -q "SCHEDULING" && echo "$state" | grep -q "waiting for the pool: needs 2 GPUs, 1 free"; then
+# (here-strings, not `echo | grep -q`: with pipefail an echo that grep -q's early exit cuts off fails the test)
+if grep -q "SCHEDULING" <<<"$state" && grep -q "waiting for the pool: needs 2 GPUs, 1 free" <<<"$state"; then
     pass "a 2-GPU group waits while $((count - 1)) of $count GPUs are taken, and says why"
 else
     fail "the 2-GPU group did not wait with a reason"
