@@ -117,7 +117,7 @@ class Repository:
             raise UsageError(f"download destination {dest!r} is empty: give a folder")
         protected = self.protected()
         protected.check(dest, "download destination")
-        _, rec = self.log.resolve(ref)
+        rec = self.resolve(ref)
         result = Downloader(self.chunks, workers, progress, protected).run(
             bytes.fromhex(rec["root"]), dest, include, exclude, label=f"{ref.name}:{rec['version']}")
         return rec, result

@@ -21,6 +21,12 @@ How a pod maps to an outcome (OSMO's codes, the highest winning):
   limit killed it);
 - the ``osmo-sidecar`` container fails: 2012 (outputs could not be uploaded).
 
+The task's wrapper records the command's exit code for the sidecar container before the task container
+ends. A wrapper that could not (killed with SIGKILL by the node, a status folder the command removed) would
+leave the sidecar waiting forever: ``RECORD_AFTER`` s after the runner saw the task container end with the
+sidecar still running, it records the container's exit code there itself (``pods/exec``; nothing when one
+is recorded) and says so in the task log; the sidecar then uploads as usual.
+
 ``stop(kind)`` ends it early as the local runner does: "cancel" and "restart" delete the pod (SIGTERM,
 SIGKILL after the grace period; nothing uploaded), and so does any stop before the command started;
 "lead", "failed" and "timeout" send SIGTERM to the command's processes only (``pods/exec`` in the task
@@ -62,6 +68,8 @@ FORCE_AFTER = 30.0  # seconds past the grace period before a pod whose node stay
 KILL_SLACK = 60.0
 GO_RETRY = 1.0  # seconds between two tries to deliver go
 GO_GIVE_UP = 60.0  # seconds of failed tries before the attempt fails to start
+# seconds after the task container's end (the sidecar still running) before the runner records its exit code
+RECORD_AFTER = 10.0
 LOG_LINES = 2000  # per container, appended to the task log when the attempt ends
 
 
@@ -114,6 +122,8 @@ class KubeAttempt:
         self._kill_at: float | None = None
         self._delete_at: float | None = None
         self._resignal_at: float | None = None  # when to try a signal that could not be delivered again
+        self._record_at: float | None = None  # when to record the exit code if the wrapper did not
+        self._record = None  # the future of that recording
         self.live: LiveLog | None = None  # copies the command's lines into the task log while it runs
 
     @property
@@ -216,6 +226,7 @@ class KubeAttempt:
             self.record(command_exit_code=self.outcome.command_code,
                         command_ended_at=max(_epoch(ended.get("finishedAt")) or time.time(), self._go_sent))
             self.phase = "UPLOADING"
+            self._record_at = now + RECORD_AFTER
         uploaded = sidecar.get("terminated")
         written = self._data_status(SIDECAR_CONTAINER, uploaded)
         if ended and uploaded:
@@ -225,12 +236,28 @@ class KubeAttempt:
                 self._data_failed(OUTPUT_FAILED, "upload", why)
             self._finish()
             return
+        if ended:
+            self._poll_record(now)
         phase = (pod.get("status") or {}).get("phase")
         if phase in ("Succeeded", "Failed") and not ended:
             status = pod.get("status") or {}
             self._fail_start(f"the pod {phase.lower()} before its task ran: "
                              f"{status.get('reason') or ''} {status.get('message') or ''}".strip())
             self._finish()
+
+    def _poll_record(self, now: float) -> None:
+        """Record the task container's exit code for the upload if its wrapper did not (module docstring);
+        tried again every ``RECORD_AFTER`` s while it cannot be delivered."""
+        if self._record is not None and self._record.done():
+            result, self._record = self._record.result(), None
+            if not result.ok:
+                self._record_at = now + RECORD_AFTER
+            elif result.output.strip() == "recorded":
+                logs.note(self.log_path, f"the task container ended (exit code {self.outcome.command_code}) without "
+                                         "recording its exit code for the upload; the runner recorded it")
+        if self._record is None and self._record_at is not None and now >= self._record_at:
+            self._record_at = None
+            self._record = self.kube.exec.record_exit_code(self.pod, SIDECAR_CONTAINER, self.outcome.command_code)
 
     def _data_status(self, container: str, terminated: dict | None) -> DataStatus | None:
         """The ``DataStatus`` a sidecar container ended with (its termination message); the datasets it

@@ -1,7 +1,8 @@
 """Commands run in a pod's containers through the API server (``pods/exec``), off the supervisor's loop.
 
 The runner uses them for what only a command inside the pod can do: start the task's command when the
-group's barrier opens (``go``), and stop it while its outputs are still uploaded (``signal_task``).
+group's barrier opens (``go``), stop it while its outputs are still uploaded (``signal_task``), and record
+the exit code of a task container that ended without recording it (``record_exit_code``).
 ``PodExec.submit`` runs one command in a worker thread and returns a ``Future`` of an ``ExecResult``;
 the supervisor polls it and never blocks. Each command gets an API client of its own: the official
 client's ``stream()`` swaps the client's request method while it runs, which would break the pod
@@ -21,7 +22,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
-from osmo_run.kube.objects import GO_FILE
+from osmo_run.kube.objects import EXIT_CODE, GO_FILE
 
 EXEC_TIMEOUT = 30.0
 WORKERS = 4
@@ -38,10 +39,17 @@ GO_SCRIPT = (f'touch {GO_FILE} || exit 3; i=0; while [ "$i" -lt "$1" ]; do '
 SIGNAL_SCRIPT = '(sleep 0.1; kill -"$1" -1) </dev/null >/dev/null 2>&1 & exit 0'
 
 
+# Records exit code $1 for the sidecar container as the task's wrapper does (a temporary name, then a rename),
+# unless the wrapper recorded one; prints which.
+RECORD_SCRIPT = (f'if [ -e {EXIT_CODE} ]; then echo present; exit 0; fi; '
+                 f'printf "%s\\n" "$1" > {EXIT_CODE}.runner && mv -f {EXIT_CODE}.runner {EXIT_CODE} && echo recorded')
+
+
 @dataclass(frozen=True)
 class ExecResult:
     ok: bool  # the command ran and exited 0
     error: str = ""  # one line when not
+    output: str = ""  # what it printed, when it exited 0
 
 
 def run(api: client.ApiClient, namespace: str, pod: str, container: str, argv: list[str],
@@ -65,7 +73,7 @@ def run(api: client.ApiClient, namespace: str, pod: str, container: str, argv: l
     finally:
         own.close()
     if code == 0:
-        return ExecResult(True)
+        return ExecResult(True, output=output or "")
     last = (output or "").strip().splitlines()[-1:] or [""]
     return ExecResult(False, f"exit code {code} in container {container}" + (f": {last[0][:200]}" if last[0] else ""))
 
@@ -91,6 +99,12 @@ class PodExec:
         by a background process a moment after the exec has returned: sent at once, the container could
         end (its wrapper exits with the command) before the exec reports, breaking the exec's stream."""
         return self.submit(pod, container, ["/bin/sh", "-c", SIGNAL_SCRIPT, "osmo-signal", signal_name])
+
+    def record_exit_code(self, pod: str, container: str, code: int) -> Future:
+        """Record ``code`` as the task's exit code for the upload unless one is recorded; the result's
+        output says which (``recorded`` or ``present``). Run in the sidecar container (the status folder
+        is shared and writable by both)."""
+        return self.submit(pod, container, ["/bin/sh", "-c", RECORD_SCRIPT, "osmo-record", str(int(code))])
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

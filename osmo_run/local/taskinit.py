@@ -113,11 +113,12 @@ def stage_root(host: str = "/") -> str:
     it is staged."""
     new = "/tmp"  # the task gets a fresh tmpfs /tmp later
     mount("tmpfs", new, "tmpfs", MS_NODEV, "mode=755")
-    for name in sorted(os.listdir(host)):
+    own = ("tmp", "osmo")  # the task's own, empty, whether or not the host has them
+    for name in own:
+        os.mkdir(f"{new}/{name}")
+    for name in sorted(set(os.listdir(host)) - set(own)):
         source, target = os.path.join(host, name), f"{new}/{name}"
-        if name in ("tmp", "osmo"):
-            os.mkdir(target)
-        elif os.path.islink(source):
+        if os.path.islink(source):
             os.symlink(os.readlink(source), target)
         elif os.path.isdir(source):
             os.mkdir(target)
@@ -125,10 +126,8 @@ def stage_root(host: str = "/") -> str:
         else:
             open(target, "wb").close()
             mount(source, target, None, MS_BIND)
-        if name not in ("tmp", "osmo", *WRITABLE_HOST) and not os.path.islink(source):
+        if name not in WRITABLE_HOST and not os.path.islink(source):
             read_only(target)
-    for name in ("tmp", "osmo"):  # whether or not the host has them
-        os.makedirs(f"{new}/{name}", exist_ok=True)
     return new
 
 

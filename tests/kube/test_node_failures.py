@@ -1,12 +1,15 @@
 """Failure paths of ``--runner kubernetes`` on real pods (the real one-node cluster, ``kube_node``): a failing
 task and FAILED_UPSTREAM, RESCHEDULE making a new pod, the exec timeout, the queue timeout of a group the
 node cannot fit, cancel leaving no object, a memory limit exceeded (137), an input failure (2010), an
-output failure (2012), and the lead ending its group while the other tasks' outputs are still uploaded.
+output failure (2012), the lead ending its group while the other tasks' outputs are still uploaded, and a
+task container whose wrapper the node killed (no exit code recorded for the sidecar).
 
 The workflows are submitted together when the first test needs them and run side by side on the node."""
 
 from __future__ import annotations
 
+import os
+import signal
 import textwrap
 import time
 
@@ -102,8 +105,17 @@ LEAD_ENDS = """\
           image: ubuntu:24.04
           command: [sh, -c, "echo worked > {{output}}/result.txt; trap 'echo worker got TERM; exit 0' TERM; while true; do sleep 0.2; done"]
     """
+LOST_EXIT_CODE = """\
+    workflow:
+      name: klost
+      tasks:
+      - name: orphan
+        image: ubuntu:24.04
+        command: [sh, -c, "echo kept > {{output}}/kept.txt; echo osmo-lost-exit-code; sleep 600"]
+    """
 SPECS = {"failing": FAILING, "reschedule": RESCHEDULE, "exec_timeout": EXEC_TIMEOUT, "queue_timeout": QUEUE_TIMEOUT,
-         "cancel": CANCEL, "oom": OOM, "input": INPUT_FAILURE, "output": OUTPUT_FAILURE, "lead": LEAD_ENDS}
+         "cancel": CANCEL, "oom": OOM, "input": INPUT_FAILURE, "output": OUTPUT_FAILURE, "lead": LEAD_ENDS,
+         "lost": LOST_EXIT_CODE}
 NAMESPACE = "osmo-failures"
 
 
@@ -210,10 +222,10 @@ def test_cancel_leaves_no_object(failures):
     assert failures.objects(workflow_id) == []
 
 
-def _wait_running(osmo: NodeOsmo, workflow_id: str, timeout: float = 120) -> None:
+def _wait_running(osmo: NodeOsmo, workflow_id: str, task: str = "forever", timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if tasks_of(osmo.query(workflow_id))["forever"]["status"] == "RUNNING":
+        if tasks_of(osmo.query(workflow_id))[task]["status"] == "RUNNING":
             return
         time.sleep(0.3)
     raise AssertionError(f"{workflow_id} never ran: {osmo.query(workflow_id)}")
@@ -243,3 +255,42 @@ def test_the_lead_ends_its_group_and_the_other_outputs_are_still_uploaded(failur
     assert "worker got TERM" in logs and "upload: 1 output uploaded" in logs
     failures.osmo("dataset", "download", f"{info['id']}--worker", str(tmp_path / "out"), group="")
     assert (tmp_path / "out" / "result.txt").read_text() == "worked\n"
+
+
+def _wrapper_pids(marker: str) -> list[int]:
+    """The host PIDs of task wrappers (PID 1 of a task container: ``/bin/sh -c WRAPPER osmo-task ...``) whose
+    command line holds ``marker``."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                parent = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if argv[:2] == [b"/bin/sh", b"-c"] and b"osmo-task" in argv and any(marker.encode() in a for a in argv):
+            found[int(entry)] = parent
+    return [pid for pid, parent in found.items() if parent not in found]  # not a subshell of one
+
+
+def test_a_task_container_that_ends_without_recording_its_exit_code_is_not_waited_for_forever(failures, tmp_path):
+    """The node kills the task's wrapper (SIGKILL from outside the container, as the OOM killer or a node's
+    agent could): the container ends with 137 and no exit code for the sidecar, which would wait forever; the
+    runner records the container's exit code for it, and the outputs are uploaded."""
+    osmo, workflow_id = failures.osmo, failures.ids["lost"]
+    _wait_running(osmo, workflow_id, "orphan")
+    deadline = time.monotonic() + 60
+    while "osmo-lost-exit-code" not in osmo.logs(workflow_id, "orphan"):
+        assert time.monotonic() < deadline, osmo.logs(workflow_id, "orphan")
+        time.sleep(0.5)
+    wrappers = _wrapper_pids("osmo-lost-exit-code")
+    assert len(wrappers) == 1, wrappers
+    os.kill(wrappers[0], signal.SIGKILL)
+    info, tasks = failures.ended("lost", timeout=120)
+    logs = osmo.logs(workflow_id, "orphan")
+    assert info["status"] == "FAILED" and tasks["orphan"]["exit_code"] == 137, logs
+    assert "without recording its exit code for the upload; the runner recorded it" in logs
+    assert "the task finished with exit code 137" in logs and "upload: 1 output uploaded" in logs
+    osmo("dataset", "download", f"{workflow_id}--orphan", str(tmp_path / "out"), group="")
+    assert (tmp_path / "out" / "kept.txt").read_text() == "kept\n"

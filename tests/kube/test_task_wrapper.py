@@ -5,7 +5,8 @@ directory moved to a temporary folder.
 The runner stops a running task by signalling every process of its container but PID 1 (``podexec.py``).
 When the command ends on its own just as that signal comes, the wrapper's ``mkdir``/``mv`` that record the
 exit code must not be killed with it: the sidecar would wait for the exit code forever (seen on the real
-node: a pod whose task container had ended, its sidecar still waiting after 7 minutes)."""
+node: a pod whose task container had ended, its sidecar still waiting after 7 minutes). Should the wrapper
+still not record it, the runner's ``RECORD_SCRIPT`` does, never over one the wrapper recorded."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 
 from helpers.tools import require_tool
 from osmo_run.kube.objects import RUN_DIR, WRAPPER
+from osmo_run.kube.podexec import RECORD_SCRIPT
 
 SLOW_TOOLS = ("mv",)  # sleeps 1 s first: the stop signal comes while it moves the exit code in place
 
@@ -50,3 +52,21 @@ def test_a_command_ending_as_the_stop_signal_comes_still_leaves_its_exit_code(tm
 def test_a_stopped_command_gives_its_signal_exit_code(tmp_path):
     proc, recorded = _run_wrapper(tmp_path, "(sleep 0.3; kill -TERM -1) </dev/null >/dev/null 2>&1 & sleep 30")
     assert recorded == "143\n" and proc.returncode == 143, proc.stderr
+
+
+def _record(tmp_path, code: int) -> str:
+    """Run the runner's ``RECORD_SCRIPT`` (``podexec.py``) on the run directory under ``tmp_path``; its output."""
+    script = RECORD_SCRIPT.replace(RUN_DIR, str(tmp_path / "run"))
+    done = subprocess.run(["/bin/sh", "-c", script, "osmo-record", str(code)], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_runner_records_an_exit_code_only_where_the_wrapper_did_not(tmp_path):
+    status = tmp_path / "run" / "status"
+    status.mkdir(parents=True)
+    assert _record(tmp_path, 137) == "recorded"
+    assert (status / "exit_code").read_text() == "137\n" and sorted(os.listdir(status)) == ["exit_code"]
+    (status / "exit_code").write_text("3\n")  # what a wrapper recorded is kept
+    assert _record(tmp_path, 137) == "present" and (status / "exit_code").read_text() == "3\n"
