@@ -265,7 +265,8 @@ def test_a_second_run_is_a_no_op(archives):
     assert result.returncode == 0, result.stderr
     assert [line.split()[1] for line in result.stdout.splitlines()] == list(IMAGE_NAMES)
     assert all("up to date" in line for line in result.stdout.splitlines())
-    assert elapsed < 1.0, f"a warm run took {elapsed:.2f} s"
+    # 0.2 s alone; a rebuild takes tens of seconds (the archives' inode and mtime below prove none happened)
+    assert elapsed < 5.0, f"a warm run took {elapsed:.2f} s"
     for name in IMAGE_NAMES:
         after = archives[name].path.stat()
         assert (after.st_ino, after.st_mtime_ns) == (before[name].st_ino, before[name].st_mtime_ns)
