@@ -161,3 +161,49 @@ def test_a_bridge_and_cgroups_left_without_their_node_folder_are_swept():
             for p in (path, os.path.dirname(path)):
                 if os.path.isdir(p):
                     os.rmdir(p)
+
+
+
+def test_a_pod_keeps_reaching_the_host_when_another_pod_goes():
+    """Two "pods" (network namespaces on the node's bridge, the first with the lower MAC) reach a server on
+    the gateway; the first goes. A Linux bridge given no MAC takes the lowest of its ports' (so here the
+    first pod's), and the second pod, which resolved its gateway to that MAC, lost the host until its
+    neighbour entry went stale, up to a minute: CI's pod-to-S3 connect timeouts. ``reserve_bridge`` gives
+    the bridge a fixed MAC (``bridge_mac``)."""
+    import http.server
+    import threading
+
+    from servers.kubenode_net import bridge_mac, delete_bridge, reserve_bridge
+
+    require_tool("curl")
+    name, subnet = reserve_bridge("zzmac1")
+    hosts = list(subnet.hosts())
+    gateway, pods = hosts[0], {"osmokn-zza": ("02:00:00:00:00:01", hosts[9]), "osmokn-zzb": ("02:00:00:00:00:02", hosts[10])}
+    server = http.server.ThreadingHTTPServer((str(gateway), 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://{gateway}:{server.server_address[1]}/"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    def reaches(pod: str) -> bool:
+        return subprocess.run(["ip", "netns", "exec", pod, "curl", "-s", "-m", "3", "-o", "/dev/null", url]).returncode == 0
+
+    try:
+        for pod, (mac, address) in pods.items():
+            ip("netns", "add", pod)
+            ip("link", "add", f"{pod}h", "address", mac, "type", "veth", "peer", "name", "eth0", "netns", pod)
+            ip("link", "set", f"{pod}h", "master", name, "up")
+            ip("-n", pod, "addr", "add", f"{address}/{subnet.prefixlen}", "dev", "eth0")
+            ip("-n", pod, "link", "set", "eth0", "up")
+        assert all(reaches(pod) for pod in pods)
+        ip("link", "del", "osmokn-zzah")  # the first pod goes
+        assert reaches("osmokn-zzb")
+        assert json.loads(subprocess.run(["ip", "-j", "link", "show", name], capture_output=True, text=True,
+                                         check=True).stdout)[0]["address"] == bridge_mac(subnet)
+    finally:
+        server.shutdown()
+        for pod in pods:
+            subprocess.run(["ip", "link", "del", f"{pod}h"], capture_output=True)
+            subprocess.run(["ip", "netns", "del", pod], capture_output=True)
+        delete_bridge(name)

@@ -2,7 +2,8 @@
 runner's headless Services (``{{host:TASK}}``) as CoreDNS does on a real cluster.
 
 - ``reserve_bridge(owner_dir)`` picks a free ``10.244.N.0/24`` (one no address or route of this machine
-  overlaps), creates the bridge ``osmokn-<suffix>`` with the gateway ``10.244.N.1/24`` and brings it up,
+  overlaps), creates the bridge ``osmokn-<suffix>`` with a fixed MAC address (``bridge_mac``) and the
+  gateway ``10.244.N.1/24`` and brings it up,
   under a lock so two nodes starting at once never take the same subnet. There is no uplink: no
   masquerade, no default route in the pods, no iptables rule. ``delete_bridge(name)`` removes it;
   ``node_bridges()`` lists every node's (the sweep of nodes whose owner died uses it).
@@ -68,7 +69,7 @@ def reserve_bridge(suffix: str) -> tuple[str, ipaddress.IPv4Network]:
         if subnet is None:
             raise RuntimeError(f"no free /24 left in {SUBNET_POOL} for the node's bridge")
         gateway = next(subnet.hosts())
-        _ip("link", "add", "name", name, "type", "bridge")
+        _ip("link", "add", "name", name, "address", bridge_mac(subnet), "type", "bridge")
         try:
             _ip("addr", "add", f"{gateway}/{subnet.prefixlen}", "dev", name)
             _ip("link", "set", name, "up")
@@ -76,6 +77,15 @@ def reserve_bridge(suffix: str) -> tuple[str, ipaddress.IPv4Network]:
             delete_bridge(name)
             raise
     return name, subnet
+
+
+def bridge_mac(subnet: ipaddress.IPv4Network) -> str:
+    """The bridge's own MAC address, locally administered, one per subnet. Set when the bridge is made, so
+    it never changes: a bridge given none takes the lowest MAC of its ports, so it changed as pods came and
+    went, and a pod that had resolved its gateway (the S3 store, DNS) kept sending to a MAC no longer the
+    host's until its neighbour entry went stale: connect timeouts for up to a minute (seen in CI)."""
+    third = subnet.network_address.packed[2]
+    return f"02:6f:6b:6e:{third:02x}:01"
 
 
 def delete_bridge(name: str) -> None:
