@@ -307,12 +307,16 @@ class KubeNode(KubeServer):
             self.api_relay = None
         if self.dns is not None:
             self.dns.stop()
+        containerd = self.procs.get("containerd")
+        namespace = runtime.mount_namespace(containerd.pid) if containerd is not None else None  # while it runs
+        if namespace == runtime.mount_namespace(os.getpid()):
+            namespace = None  # never sweep the host's own
         self.stop_daemon("kubelet")
         if self.cgroup_root:
             runtime.sweep_cgroups(self.cgroup_root)
         self.stop_daemon("containerd")
         if self.dir:
-            runtime.kill_leftovers(self.dir, self.cgroup_root)
+            runtime.kill_leftovers(self.dir, self.cgroup_root, namespace)
         if self.s3 is not None:
             self.s3.stop()
             self.s3 = None

@@ -20,7 +20,8 @@ leaves nothing behind.
   for root, so runc cannot set a sandbox's oom_score_adj of -998), no AppArmor, runc v2 with cgroupfs,
   its own CNI folder (Debian's podman installs a conflist in /etc/cni/net.d), no ``/opt/containerd``.
 - ``kill_leftovers()``: every process whose command line names the node folder (containerd's shims
-  outlive containerd) or whose cgroup is under the node's cgroup root, by PID.
+  outlive containerd), whose cgroup is under the node's cgroup root, or (when stopping a node this
+  process runs) that is still in the node's mount namespace, by PID.
 - ``normalize_image()``: an image name as containerd's CRI stores it (``ubuntu:24.04`` ->
   ``docker.io/library/ubuntu:24.04``).
 """
@@ -222,13 +223,17 @@ def processes_naming(text: str) -> list[int]:
     return found
 
 
-def kill_leftovers(folder: str, cgroup_root: str | None, timeout: float = 10.0) -> None:
+def kill_leftovers(folder: str, cgroup_root: str | None, namespace: int | None = None,
+                   timeout: float = 10.0) -> None:
     """SIGKILL what outlives the node's daemons, until none is left: containerd's shims (their command line
-    names the node's containerd socket) and whatever runs in the pods' cgroups."""
+    names the node's containerd socket), whatever runs in the pods' cgroups and, given the node's mount
+    namespace (its inode, taken while containerd ran), every process still in it (a runc or CNI plugin
+    that a shim or containerd had started names neither)."""
     deadline = time.monotonic() + timeout
     while True:
         pids = set(processes_naming(os.path.join(folder, "containerd.sock")))
         pids |= cgroup_pids(cgroup_root) if cgroup_root else set()
+        pids |= set(processes_in_mount_namespace(namespace)) if namespace is not None else set()
         for pid in pids:
             _kill(pid)
         if not pids or time.monotonic() > deadline:
