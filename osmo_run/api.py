@@ -156,14 +156,12 @@ def workflow(workflow_id: str) -> dict[str, Any]:
 
 def spec_text(workflow_id: str) -> str:
     """The rendered spec, with the credential values that can be resolved now masked."""
-    return _masked(workflow_id, service.spec(workflow_id))
+    return _masked(workflow_id, service.spec(workflow_id), in_cluster=service.in_cluster(workflow_id) is not None)
 
 
-def _masked(workflow_id: str, text: str, in_cluster: bool | None = None) -> str:
+def _masked(workflow_id: str, text: str, in_cluster: bool) -> str:
     """``text`` with the workflow's credential values masked (a workflow of this machine; the cluster's
-    records never hold values). ``in_cluster``: where the workflow is recorded, when the caller knows."""
-    if in_cluster is None:
-        in_cluster = service.in_cluster(workflow_id) is not None
+    records never hold values). ``in_cluster``: whether the workflow is recorded in a cluster."""
     if in_cluster:
         return text
     return text_masker(service.log_secrets(workflow_id))(text)

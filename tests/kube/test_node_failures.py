@@ -16,6 +16,7 @@ import time
 import pytest
 from kubernetes import client
 
+from helpers.workerprocs import workers
 from kube.node_osmo import NodeOsmo
 from run.conftest import tasks_of
 
@@ -258,20 +259,10 @@ def test_the_lead_ends_its_group_and_the_other_outputs_are_still_uploaded(failur
 
 
 def _wrapper_pids(marker: str) -> list[int]:
-    """The host PIDs of task wrappers (PID 1 of a task container: ``/bin/sh -c WRAPPER osmo-task ...``) whose
-    command line holds ``marker``."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                parent = int(f.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if argv[:2] == [b"/bin/sh", b"-c"] and b"osmo-task" in argv and any(marker.encode() in a for a in argv):
-            found[int(entry)] = parent
-    return [pid for pid, parent in found.items() if parent not in found]  # not a subshell of one
+    """The host PIDs of task wrappers (PID 1 of a task container) whose command line holds ``marker``: of the
+    live processes naming it (the wrapper, its command, a subshell), those whose parent is not one of them."""
+    found = dict(workers(marker))
+    return [pid for pid, parent in found.items() if parent not in found]
 
 
 def test_a_task_container_that_ends_without_recording_its_exit_code_is_not_waited_for_forever(failures, tmp_path):
